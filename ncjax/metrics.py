@@ -1,0 +1,147 @@
+"""Collapse metrics of one solution (DESIGN.md §2): pure, per configuration, vmappable.
+
+Shapes: W (K, d), H (K, m, d), b (K,), n_k (K,). Vectors compared across classes are
+z_k (column k of Z), h̄_k (class mean) and w_k (row k of W). Groups are the sets of
+classes sharing one count; "A" is the group of the largest count and "B" the group of
+the smallest (the two clusters of the two-cluster profile).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+
+from ncjax import model
+
+# Z counts as zero (everything collapsed) when max_k ‖z_k‖ is at most this (logit units);
+# spreads are then reported in absolute terms.
+ZERO_ATOL = 1e-5
+# Measured minority collapse: minority spread of Z at most this.
+COLLAPSE_TOL = 1e-3
+
+
+def _masked_mean(x, mask):
+    """Mean of x over mask; NaN where the mask is empty."""
+    cnt = jnp.sum(mask)
+    return jnp.where(cnt > 0, jnp.sum(jnp.where(mask, x, 0.0)) / jnp.maximum(cnt, 1), jnp.nan)
+
+
+def cosine_matrix(X):
+    """C_jk = ⟨x_j, x_k⟩ / (‖x_j‖‖x_k‖) for the rows of X (K, p); 0 where a row is 0."""
+    norms = jnp.linalg.norm(X, axis=1)
+    safe = jnp.where(norms > 0, norms, 1.0)
+    U = X / safe[:, None]
+    return jnp.where((norms[:, None] > 0) & (norms[None, :] > 0), U @ U.T, 0.0)
+
+
+def distance_matrix(X):
+    """D_jk = ‖x_j − x_k‖ for the rows of X (K, p)."""
+    diff = X[:, None, :] - X[None, :, :]
+    return jnp.sqrt(jnp.sum(diff**2, axis=-1))
+
+
+def nc1(H, n_k, rtol=None):
+    """NC1 = Tr(Σ_W Σ_B^†) / K, with the sample weighting of the UFM:
+
+        Σ_W = (1/N) Σ_k (n_k/m) Σ_i (h_{k,i} − h̄_k)(h_{k,i} − h̄_k)ᵀ   (each of the N
+              samples counted once, the m features of class k standing for its n_k),
+        Σ_B = (1/K) Σ_k (h̄_k − h_G)(h̄_k − h_G)ᵀ,  h_G = (1/K) Σ_k h̄_k  (classes equal,
+              as in Papyan–Han–Donoho),
+
+    Σ_B^† the pseudo-inverse (singular values below ``rtol``·max dropped; default
+    sqrt(eps) of the dtype, so directions Σ_B does not resolve do not blow NC1 up).
+    H: (K, m, d) -> scalar. NC1 = 0 iff every class's features are equal.
+    """
+    K, m, _ = H.shape
+    Hbar = model.class_means(H)
+    dev = H - Hbar[:, None, :]
+    w = n_k / (m * jnp.sum(n_k))
+    Sigma_W = jnp.einsum("k,kid,kie->de", w, dev, dev)
+    cen = Hbar - jnp.mean(Hbar, axis=0)
+    Sigma_B = cen.T @ cen / K
+    if rtol is None:
+        rtol = jnp.sqrt(jnp.finfo(H.dtype).eps)
+    return jnp.trace(Sigma_W @ jnp.linalg.pinv(Sigma_B, rtol=rtol, hermitian=True)) / K
+
+
+def group_spread(X, n_k):
+    """Per class k, max_{j,l in group(k)} ‖x_j − x_l‖ for the rows of X (K, p): (K,).
+
+    Groups are equivalence classes of equal counts, so the maximum over pairs inside k's
+    group is the maximum, over j in the group, of j's largest in-group distance: O(K²).
+    """
+    same = n_k[:, None] == n_k[None, :]
+    row_max = jnp.max(jnp.where(same, distance_matrix(X), 0.0), axis=1)
+    return jnp.max(jnp.where(same, row_max[None, :], 0.0), axis=1)
+
+
+def _relative(x, scale, zero):
+    """x / scale, or x itself (absolute) where the solution is the zero solution."""
+    return jnp.where(zero, x, x / jnp.where(scale > 0, scale, 1.0))
+
+
+def compute(W, H, b, n_k, lam, lam_b, *, zero_atol=ZERO_ATOL, collapse_tol=COLLAPSE_TOL):
+    """All metrics of one solution, a dict of arrays (names → shapes):
+
+    nc1 (): see ``nc1``.
+    within_spread (): max_{k,i} ‖h_{k,i} − h̄_k‖ / max_k ‖h̄_k‖ (absolute if Z = 0).
+    cos_Z, cos_H, cos_W (K, K): cosine matrices of z_k, h̄_k, w_k (uncentred).
+    cos_{Z,H,W}_AA, _BB, _AB (): mean cosine over pairs j ≠ k within A, within B, and
+      across A–B (NaN where there is no such pair).
+    cos_{Z,H,W}_group (K,): per class, mean cosine to the other classes of its group.
+    spread_{Z,H,W}_group (K,): per class, the largest distance between two vectors of its
+      group over the largest vector norm (absolute if Z = 0).
+    minority_spread_{Z,H,W} (): spread of group B (DESIGN.md §2).
+    minority_collapsed (): minority_spread_Z ≤ collapse_tol with ≥ 2 minority classes.
+    group_collapsed (K,): spread_Z_group ≤ collapse_tol with ≥ 2 classes in the group.
+    zero_solution (): max_k ‖z_k‖ ≤ zero_atol.
+    norm_W, norm_H, norm_Z, norm_b (): Frobenius norms (norm_H of the class means).
+    norm_z, norm_h, norm_w (K,): per-class norms.
+    convex_objective (): P(Z, b) of the convex form, λ = sqrt(λ_W λ_H) passed as ``lam``.
+    """
+    K = W.shape[0]
+    Hbar = model.class_means(H)
+    Z = W @ Hbar.T
+    vecs = {"Z": Z.T, "H": Hbar, "W": W}  # rows are z_k, h̄_k, w_k
+    norms = {key: jnp.linalg.norm(v, axis=1) for key, v in vecs.items()}
+    zero = jnp.max(norms["Z"]) <= zero_atol
+
+    same = n_k[:, None] == n_k[None, :]
+    off = ~jnp.eye(K, dtype=bool)
+    in_A = n_k == jnp.max(n_k)
+    in_B = n_k == jnp.min(n_k)
+    pair_masks = {
+        "AA": in_A[:, None] & in_A[None, :] & off,
+        "BB": in_B[:, None] & in_B[None, :] & off,
+        "AB": in_A[:, None] & in_B[None, :] & ~same,
+    }
+    out = {}
+    for key, v in vecs.items():
+        C = cosine_matrix(v)
+        out[f"cos_{key}"] = C
+        for pair, mask in pair_masks.items():
+            out[f"cos_{key}_{pair}"] = _masked_mean(C, mask)
+        gmask = same & off
+        cnt = jnp.sum(gmask, axis=1)
+        out[f"cos_{key}_group"] = jnp.where(
+            cnt > 0, jnp.sum(jnp.where(gmask, C, 0.0), axis=1) / jnp.maximum(cnt, 1), jnp.nan)
+        spread = _relative(group_spread(v, n_k), jnp.max(norms[key]), zero)
+        out[f"spread_{key}_group"] = spread
+        out[f"minority_spread_{key}"] = jnp.max(jnp.where(in_B, spread, 0.0))
+
+    n_B = jnp.sum(in_B)
+    out["minority_collapsed"] = (n_B >= 2) & (out["minority_spread_Z"] <= collapse_tol)
+    gsize = jnp.sum(same, axis=1)
+    out["group_collapsed"] = (gsize >= 2) & (out["spread_Z_group"] <= collapse_tol)
+    out["zero_solution"] = zero
+
+    out["nc1"] = nc1(H, n_k)
+    within = jnp.max(jnp.linalg.norm(H - Hbar[:, None, :], axis=-1))
+    out["within_spread"] = _relative(within, jnp.max(norms["H"]), zero)
+
+    out["norm_W"] = jnp.linalg.norm(W)
+    out["norm_H"] = jnp.linalg.norm(Hbar)
+    out["norm_Z"] = jnp.linalg.norm(Z)
+    out["norm_b"] = jnp.linalg.norm(b)
+    out["norm_z"], out["norm_h"], out["norm_w"] = norms["Z"], norms["H"], norms["W"]
+    out["convex_objective"] = model.convex_objective(Z, b, n_k, lam, lam_b)
+    return out

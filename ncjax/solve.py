@@ -1,0 +1,280 @@
+"""One jitted, vmapped optax solve of the UFM for a batch of configurations.
+
+The optimiser works in *natural coordinates* (V, U, b), an exact change of variables
+that removes the two bad scalings of the UFM (DESIGN.md §1):
+
+    W = a V,    h_{k,i} = u_{k,i} / (a sqrt(w_k)),    a = (λ_H/λ_W)^{1/4},  w_k = n_k/m,
+
+so that (λ_W/2)‖W‖² = (λ/2)‖V‖², (λ_H/2) w_k ‖h_{k,i}‖² = (λ/2)‖u_{k,i}‖² and
+W h_{k,i} = V u_{k,i}/sqrt(w_k), with λ = sqrt(λ_W λ_H). The Hessian of the feature
+block is then V^T S V / N for every class, whatever n_k: minority features no longer see
+gradients n_k/(mN) times smaller, and the ratio λ_W/λ_H drops out. The objective is
+still exactly F (``model.ufm_objective`` composed with the map), so the optimum is the
+same; ``grad_norm`` is the norm of the gradient in these coordinates.
+
+Each configuration runs its own ``lax.while_loop`` under ``vmap``: a configuration that
+has stopped is frozen (the batched loop selects its old state) while the others go on,
+and a NaN in one configuration only stops that one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ncjax import metrics as _metrics
+from ncjax import model, theory
+from ncjax._validate import (InputError, as_counts, as_int, as_lam, as_seeds,
+                             broadcast_batch, warn_small_d)
+
+# Status codes, in the order of ``STATUS_NAMES``.
+CONVERGED, MAX_STEPS, DIVERGED = 0, 1, 2
+STATUS_NAMES = ("converged", "max_steps", "diverged")
+OPTIMIZERS = ("lbfgs", "adam", "gd")
+
+DTYPES = ("float32", "float64")
+
+# Default stopping rule per dtype (measured: benchmarks/optimizers.py, README):
+# gtol is relative to the gradient norm at the random start; ftol is the relative objective
+# decrease over WINDOW steps below which the objective has stopped moving (float32 reaches
+# its rounding floor near a gradient norm of 1e-8 and then wanders; this stops it there).
+GTOL = {"float32": 1e-6, "float64": 1e-9}
+FTOL = {"float32": 1e-7, "float64": 1e-14}
+WINDOW = 50
+MAX_STEPS = 5000
+DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-2, "gd": 1.0}
+
+
+class Natural(NamedTuple):
+    """Optimisation variables: V (K, d), U (K, m, d), b (K,); see the module docstring."""
+
+    V: jax.Array
+    U: jax.Array
+    b: jax.Array
+
+
+def from_natural(x: Natural, n_k, lam_W, lam_H) -> model.Params:
+    """Map natural coordinates to the UFM variables (W, H, b)."""
+    m = x.U.shape[1]
+    a = (lam_H / lam_W) ** 0.25
+    w_k = n_k / m
+    return model.Params(a * x.V, x.U / (a * jnp.sqrt(w_k))[:, None, None], x.b)
+
+
+def init_natural(key, n_k, *, d: int, m: int, dtype) -> Natural:
+    """Random initial point with class-mean logits of unit scale and balanced blocks.
+
+    V ~ N(0, σ_V²), u_{k,i} ~ sqrt(w_k) N(0, σ²), σ_V = σ sqrt(N/K), σ² = 1/sqrt(N d/K):
+    then ‖V‖² ≈ ‖U‖² and the logits V u/sqrt(w_k) have standard deviation ≈ 1. Equivalently
+    every h_{k,i} and every row of W is i.i.d. Gaussian, independent across features.
+    """
+    K = n_k.shape[0]
+    N = jnp.sum(n_k)
+    sigma = (N * d / K) ** -0.25
+    kV, kU = jax.random.split(key)
+    V = sigma * jnp.sqrt(N / K) * jax.random.normal(kV, (K, d), dtype)
+    U = sigma * jnp.sqrt(n_k / m)[:, None, None] * jax.random.normal(kU, (K, m, d), dtype)
+    return Natural(V, U, jnp.zeros((K,), dtype))
+
+
+def _optimizer(name: str, learning_rate, memory_size: int):
+    if name == "lbfgs":
+        return optax.lbfgs(memory_size=memory_size)
+    if name == "adam":
+        return optax.adam(learning_rate)
+    if name == "gd":
+        return optax.sgd(learning_rate)
+    raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+
+
+class _Carry(NamedTuple):
+    x: Natural
+    opt_state: optax.OptState
+    value: jax.Array
+    grad: Natural
+    step: jax.Array
+    status: jax.Array  # -1 while running, then a status code
+    value_ref: jax.Array  # objective WINDOW steps ago (at the last multiple of WINDOW)
+
+
+def _solve_one(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
+               d, m, optimizer, max_steps, memory_size, dtype):
+    """Minimise F for one configuration from a random start; pure, vmapped by ``solve``.
+
+    Stops at the first step where ‖∇‖ ≤ gtol·‖∇₀‖ or the objective fell by at most
+    ftol·max(|F|, 1) over the last WINDOW steps (converged), where F or ∇ is not finite
+    (diverged; the last finite iterate is kept) or at max_steps (max_steps).
+    Returns (x, F, ‖∇‖, steps, status).
+    """
+    def f(x):
+        return model.ufm_objective(from_natural(x, n_k, lam_W, lam_H), n_k, lam_W, lam_H, lam_b)
+
+    value_and_grad = jax.value_and_grad(f)
+    opt = _optimizer(optimizer, learning_rate, memory_size)
+    x0 = init_natural(key, n_k, d=d, m=m, dtype=dtype)
+    v0, g0 = value_and_grad(x0)
+    gtol_abs = gtol * optax.tree.norm(g0)
+    carry = _Carry(x0, opt.init(x0), v0, g0, jnp.asarray(0), jnp.asarray(-1), v0)
+
+    def body(c):
+        if optimizer == "lbfgs":
+            updates, opt_state = opt.update(c.grad, c.opt_state, c.x, value=c.value,
+                                            grad=c.grad, value_fn=f)
+            x = optax.apply_updates(c.x, updates)
+            value = optax.tree.get(opt_state, "value")
+            grad = optax.tree.get(opt_state, "grad")
+        else:
+            updates, opt_state = opt.update(c.grad, c.opt_state, c.x)
+            x = optax.apply_updates(c.x, updates)
+            value, grad = value_and_grad(x)
+        step = c.step + 1
+        gnorm = optax.tree.norm(grad)
+        finite = jnp.isfinite(value) & jnp.isfinite(gnorm)
+        checkpoint = step % WINDOW == 0
+        flat = checkpoint & (c.value_ref - value <= ftol * jnp.maximum(jnp.abs(value), 1.0))
+        status = jnp.where(
+            ~finite, DIVERGED,
+            jnp.where((gnorm <= gtol_abs) | flat, CONVERGED,
+                      jnp.where(step >= max_steps, MAX_STEPS, -1)))
+        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+        value = jnp.where(finite, value, c.value)
+        return _Carry(keep(x, c.x), keep(opt_state, c.opt_state), value, keep(grad, c.grad),
+                      step, status, jnp.where(checkpoint, value, c.value_ref))
+
+    c = jax.lax.while_loop(lambda c: c.status < 0, body, carry)
+    return c.x, c.value, optax.tree.norm(c.grad), c.step, c.status
+
+
+def _solve_and_measure(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **static):
+    """``_solve_one`` followed by the metrics and the theory of the solution."""
+    x, value, gnorm, steps, status = _solve_one(
+        key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **static)
+    W, H, b = from_natural(x, n_k, lam_W, lam_H)
+    lam = theory.effective_lam(lam_W, lam_H)
+    out = {
+        "objective": value, "grad_norm": gnorm, "steps": steps, "status": status,
+        "W": W, "H": H, "b": b, "class_means": model.class_means(H),
+        "Z": model.mean_logits(W, H),
+        "metrics": _metrics.compute(W, H, b, n_k, lam, lam_b),
+        "theory": theory.predict(n_k, lam),
+    }
+    return out
+
+
+@functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "max_steps",
+                                             "memory_size", "dtype"))
+def _solve_batch(seeds, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
+                 d, m, optimizer, max_steps, memory_size, dtype):
+    """The one compiled program: all B configurations, vmapped. Arrays are (B, ...)."""
+    keys = jax.vmap(jax.random.key)(seeds)
+    one = functools.partial(_solve_and_measure, d=d, m=m, optimizer=optimizer,
+                            max_steps=max_steps, memory_size=memory_size,
+                            dtype=jnp.dtype(dtype))
+    return jax.vmap(one)(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
+
+
+class Result(NamedTuple):
+    """Per-configuration results as numpy arrays with a leading batch axis (B, ...), dropped
+    when every input was unbatched. λ's are in the half convention.
+
+    objective: F at the solution; grad_norm: ‖∇F‖ in natural coordinates; steps;
+    status: "converged" | "max_steps" | "diverged"; converged: status == "converged";
+    W (K, d), H (K, m, d), b (K,), class_means (K, d), Z (K, K) with column k = W h̄_k;
+    metrics, theory: dicts (``ncjax.metrics.compute``, ``ncjax.theory.predict``);
+    counts (K,), lam_W, lam_H, lam_b, seed: the configuration.
+    """
+
+    objective: np.ndarray
+    grad_norm: np.ndarray
+    steps: np.ndarray
+    status: np.ndarray
+    converged: np.ndarray
+    W: np.ndarray
+    H: np.ndarray
+    b: np.ndarray
+    class_means: np.ndarray
+    Z: np.ndarray
+    metrics: dict
+    theory: dict
+    counts: np.ndarray
+    lam_W: np.ndarray
+    lam_H: np.ndarray
+    lam_b: np.ndarray
+    seed: np.ndarray
+
+
+def _x64(enabled: bool):
+    """A context in which float64 arrays exist (jax.enable_x64 where this JAX has it)."""
+    if not enabled:
+        return contextlib.nullcontext()
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(True)
+    from jax.experimental import enable_x64  # older JAX
+    return enable_x64()
+
+
+def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, seed=0,
+          convention: str = "half", optimizer: str = "lbfgs", learning_rate=None,
+          max_steps: int = MAX_STEPS, gtol=None, ftol=None, dtype: str = "float32",
+          memory_size: int = 10) -> Result:
+    """Solve the UFM (DESIGN.md §1) for one configuration or a batch, in one jitted program.
+
+    Args:
+      counts: class counts n_k, (K,) or (B, K); any positive reals.
+      lam_W, lam_H, lam_b: regularisation, scalars or (B,), in ``convention``
+        ("half": (λ/2)‖·‖², ncjax's; "paper": λ‖·‖², the authors'). λ_W, λ_H > 0.
+      d: feature dimension (default K). m: free features per class, each of weight n_k/m.
+      seed: integer or (B,) integers; a configuration's start depends on its seed only.
+      optimizer: "lbfgs" (default, chosen by measurement), "adam" or "gd" (optax).
+      learning_rate: for adam/gd, scalar or (B,) (traced: new values do not recompile).
+      max_steps, gtol, ftol: stopping rule of ``_solve_one``; gtol/ftol default per dtype
+        (``GTOL``, ``FTOL``) and may be (B,).
+      dtype: "float32" or "float64".
+    Returns:
+      a ``Result`` of numpy arrays.
+    Raises:
+      InputError: on a bad argument (see ``ncjax._validate``).
+    """
+    n = as_counts(counts)
+    K = n.shape[-1]
+    d = K if d is None else as_int("d", d, minimum=1)
+    m = as_int("m", m, minimum=1)
+    max_steps = as_int("max_steps", max_steps, minimum=1)
+    memory_size = as_int("memory_size", memory_size, minimum=1)
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    dtype = str(np.dtype(dtype)) if dtype in (np.float32, np.float64) else dtype
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    warn_small_d(d, K)
+    lw, lh, lb = theory.to_half(as_lam("lam_W", lam_W, positive=True),
+                                as_lam("lam_H", lam_H, positive=True),
+                                as_lam("lam_b", lam_b), convention)
+    lr = as_lam("learning_rate", DEFAULT_LR[optimizer] if learning_rate is None else learning_rate)
+    gt = as_lam("gtol", GTOL[dtype] if gtol is None else gtol)
+    ft = as_lam("ftol", FTOL[dtype] if ftol is None else ftol)
+    B, batched, n, per = broadcast_batch(n, lam_W=lw, lam_H=lh, lam_b=lb, seed=as_seeds(seed),
+                                         learning_rate=lr, gtol=gt, ftol=ft)
+    with _x64(dtype == "float64"):
+        arr = lambda a: jnp.asarray(a, dtype)
+        out = _solve_batch(
+            jnp.asarray(per["seed"], jnp.uint32), arr(n), arr(per["lam_W"]), arr(per["lam_H"]),
+            arr(per["lam_b"]), arr(per["learning_rate"]), arr(per["gtol"]), arr(per["ftol"]),
+            d=d, m=m, optimizer=optimizer, max_steps=max_steps, memory_size=memory_size,
+            dtype=dtype)
+        out = jax.device_get(out)
+    status = np.asarray(STATUS_NAMES)[out["status"]]
+    res = Result(
+        objective=out["objective"], grad_norm=out["grad_norm"], steps=out["steps"],
+        status=status, converged=status == "converged", W=out["W"], H=out["H"], b=out["b"],
+        class_means=out["class_means"], Z=out["Z"], metrics=out["metrics"],
+        theory=out["theory"], counts=np.asarray(n), lam_W=np.asarray(per["lam_W"]),
+        lam_H=np.asarray(per["lam_H"]), lam_b=np.asarray(per["lam_b"]),
+        seed=np.asarray(per["seed"]))
+    return res if batched else jax.tree.map(lambda a: a[0], res)
