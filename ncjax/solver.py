@@ -47,7 +47,7 @@ DTYPES = ("float32", "float64")
 GTOL = {"float32": 1e-6, "float64": 1e-9}
 FTOL = {"float32": 1e-7, "float64": 1e-14}
 WINDOW = 50
-MAX_STEPS = 5000
+DEFAULT_MAX_STEPS = 5000
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-2, "gd": 1.0}
 
 
@@ -107,8 +107,8 @@ def _solve_one(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
                d, m, optimizer, max_steps, memory_size, dtype):
     """Minimise F for one configuration from a random start; pure, vmapped by ``solve``.
 
-    Stops at the first step where ‖∇‖ ≤ gtol·‖∇₀‖ or the objective fell by at most
-    ftol·max(|F|, 1) over the last WINDOW steps (converged), where F or ∇ is not finite
+    Stops at the first step where ‖∇‖ ≤ gtol·‖∇₀‖ or the objective moved by at most
+    ftol·max(|F|, 1) over the last WINDOW steps (converged; ftol = 0 turns this off), where F or ∇ is not finite
     (diverged; the last finite iterate is kept) or at max_steps (max_steps).
     Returns (x, F, ‖∇‖, steps, status).
     """
@@ -137,7 +137,8 @@ def _solve_one(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
         gnorm = optax.tree.norm(grad)
         finite = jnp.isfinite(value) & jnp.isfinite(gnorm)
         checkpoint = step % WINDOW == 0
-        flat = checkpoint & (c.value_ref - value <= ftol * jnp.maximum(jnp.abs(value), 1.0))
+        flat = checkpoint & (ftol > 0) & (
+            jnp.abs(c.value_ref - value) <= ftol * jnp.maximum(jnp.abs(value), 1.0))
         status = jnp.where(
             ~finite, DIVERGED,
             jnp.where((gnorm <= gtol_abs) | flat, CONVERGED,
@@ -221,7 +222,7 @@ def _x64(enabled: bool):
 
 def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, seed=0,
           convention: str = "half", optimizer: str = "lbfgs", learning_rate=None,
-          max_steps: int = MAX_STEPS, gtol=None, ftol=None, dtype: str = "float32",
+          max_steps: int = DEFAULT_MAX_STEPS, gtol=None, ftol=None, dtype: str = "float32",
           memory_size: int = 10) -> Result:
     """Solve the UFM (DESIGN.md §1) for one configuration or a batch, in one jitted program.
 

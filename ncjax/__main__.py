@@ -1,0 +1,5 @@
+import sys
+
+from ncjax.cli import main
+
+sys.exit(main())

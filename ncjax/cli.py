@@ -1,0 +1,138 @@
+"""Command line: ``ncjax solve …`` (also ``python -m ncjax``).
+
+Bad input ends with one line ``ncjax: error: …`` on stderr and exit status 2, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+
+import numpy as np
+
+from ncjax._validate import InputError, NCJaxWarning
+
+
+def parse_counts(text: str) -> list[float]:
+    """'500,500,100' or '2x500,3x100' (k copies of a count) -> [500.0, 500.0, 100.0, …]."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        reps, _, value = item.rpartition("x")
+        try:
+            k = int(reps) if reps else 1
+            n = float(value)
+        except ValueError:
+            raise InputError(f"--counts: cannot read {item!r}; give numbers like "
+                             "500,500,100 or 2x500,3x100") from None
+        if k < 1:
+            raise InputError(f"--counts: a repeat must be >= 1, got {item!r}")
+        out += [n] * k
+    return out
+
+
+def _jsonable(x):
+    """numpy → plain Python; NaN/inf → None so the output is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def result_json(r) -> dict:
+    """The CLI's JSON object for one solved configuration."""
+    return _jsonable({
+        "objective": r.objective, "status": str(r.status), "converged": bool(r.converged),
+        "steps": int(r.steps), "grad_norm": r.grad_norm, "Z": r.Z, "b": r.b,
+        "metrics": r.metrics, "theory": r.theory,
+        "config": {"counts": r.counts, "lam_W": r.lam_W, "lam_H": r.lam_H, "lam_b": r.lam_b,
+                   "seed": r.seed, "convention": "half"},
+    })
+
+
+def summary(r) -> str:
+    """A readable report of one solved configuration."""
+    m, t = r.metrics, r.theory
+    K = r.counts.shape[-1]
+    yes = lambda v: "yes" if v else "no"
+    lines = [
+        f"UFM  K={K}  N={r.counts.sum():g}  counts={np.array2string(r.counts, separator=',')}",
+        f"     lam_W={r.lam_W:g}  lam_H={r.lam_H:g}  lam_b={r.lam_b:g} (half convention)"
+        f"  lam=sqrt(lam_W lam_H)={t['lam']:.6g}  c=lam*N={t['c']:.6g}",
+        f"status     {r.status} after {r.steps} steps, |grad| = {r.grad_norm:.2e}",
+        f"objective  F = {r.objective:.10g}   convex P(Z,b) = {m['convex_objective']:.10g}",
+        f"NC1        {m['nc1']:.3e}   within-class spread {m['within_spread']:.3e}",
+        f"minority   spread Z {m['minority_spread_Z']:.3e}  W {m['minority_spread_W']:.3e}"
+        f"  H {m['minority_spread_H']:.3e}",
+        f"           collapsed (measured) {yes(m['minority_collapsed'])}"
+        f"   predicted {yes(t['minority_collapse'])}  (lam* = sqrt(n_B)/N = {t['lam_star']:.6g})",
+        f"cosines Z  within A {m['cos_Z_AA']:+.4f}  within B {m['cos_Z_BB']:+.4f}"
+        f"  A-B {m['cos_Z_AB']:+.4f}   (ETF {t['etf_cosine']:+.4f})",
+        "Z (column k = W h_k):",
+        np.array2string(r.Z, precision=3, suppress_small=True, max_line_width=120),
+    ]
+    return "\n".join(lines)
+
+
+def _solve(args) -> int:
+    from ncjax.solver import solve  # imported here so --help stays fast
+
+    counts = parse_counts(args.counts)
+    r = solve(counts, args.lam_W, args.lam_H, args.lam_b, d=args.d, m=args.m, seed=args.seed,
+              convention=args.convention, optimizer=args.optimizer, max_steps=args.max_steps,
+              gtol=args.gtol, dtype="float64" if args.x64 else "float32")
+    print(json.dumps(result_json(r)) if args.json else summary(r))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ncjax", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("solve", help="solve one UFM configuration and print its metrics")
+    s.add_argument("--counts", required=True,
+                   help="class counts n_k, e.g. 500,500,100,100,100 or 2x500,3x100")
+    s.add_argument("--lam-W", dest="lam_W", type=float, required=True)
+    s.add_argument("--lam-H", dest="lam_H", type=float, required=True)
+    s.add_argument("--lam-b", dest="lam_b", type=float, default=0.0)
+    s.add_argument("--convention", choices=["half", "paper"], default="half",
+                   help="half: (lam/2)||.||^2 (default); paper: lam||.||^2")
+    s.add_argument("--d", type=int, default=None, help="feature dimension (default K)")
+    s.add_argument("--m", type=int, default=1, help="free features per class")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--optimizer", choices=["lbfgs", "adam", "gd"], default="lbfgs")
+    s.add_argument("--max-steps", dest="max_steps", type=int, default=5000)
+    s.add_argument("--gtol", type=float, default=None,
+                   help="gradient tolerance relative to the start (default by dtype)")
+    s.add_argument("--x64", action="store_true", help="solve in float64")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(run=_solve)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", NCJaxWarning)
+            warnings.showwarning = lambda msg, cat, *a, **k: print(
+                f"ncjax: warning: {msg}", file=sys.stderr)
+            return args.run(args)
+    except InputError as e:
+        print(f"ncjax: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

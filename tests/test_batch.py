@@ -1,0 +1,55 @@
+"""One vmapped program for a batch: a configuration's result does not depend on its
+batch, values recompile nothing, and a NaN stays in its own configuration."""
+
+import numpy as np
+import pytest
+
+import ncjax
+from ncjax import profiles
+from ncjax.solver import _solve_batch
+
+
+def _batch(B, rng):
+    K_A = rng.choice([3, 5], size=B)
+    n_A = rng.uniform(200, 2000, size=B)
+    n_B = rng.uniform(20, 200, size=B)
+    counts = np.stack([profiles.two_cluster(a, na, 10 - a, nb)
+                       for a, na, nb in zip(K_A, n_A, n_B)])
+    lam = rng.uniform(0.3, 3.0, size=B) * np.sqrt(counts.min(1)) / counts.sum(1)
+    lam_W = rng.uniform(0.001, 0.1, size=B)
+    return counts, lam_W, lam**2 / lam_W, rng.choice([0.0, 0.01], size=B)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float32", 1e-6), ("float64", 1e-12)])
+def test_alone_equals_inside_a_batch_of_256(dtype, rtol):
+    counts, lam_W, lam_H, lam_b = _batch(256, np.random.default_rng(0))
+    seeds = np.arange(1000, 1256)
+    batch = ncjax.solve(counts, lam_W, lam_H, lam_b, seed=seeds, dtype=dtype)
+    assert batch.converged.all()
+    for i in (0, 97, 255):
+        alone = ncjax.solve(counts[i], lam_W[i], lam_H[i], lam_b[i], seed=seeds[i], dtype=dtype)
+        np.testing.assert_allclose(alone.objective, batch.objective[i], rtol=rtol)
+
+
+def test_new_values_do_not_recompile():
+    before = _solve_batch._cache_size()
+    rng = np.random.default_rng(1)
+    for _ in range(3):  # new λ, counts, λ_b and seeds, same shapes
+        ncjax.solve(*_batch(8, rng), seed=rng.integers(0, 100, size=8))
+    assert _solve_batch._cache_size() - before == 1
+
+
+def test_a_diverging_configuration_leaves_the_others_untouched():
+    """Gradient descent with a huge step in the middle configuration overflows it."""
+    n = profiles.two_cluster(5, 500, 5, 100)
+    counts = np.stack([n, n, n])
+    kw = dict(optimizer="gd", max_steps=200, seed=[0, 1, 2], dtype="float64")
+    bad = ncjax.solve(counts, 0.01, 1e-3, 0.0, learning_rate=[1.0, 1e8, 1.0], **kw)
+    good = ncjax.solve(counts, 0.01, 1e-3, 0.0, learning_rate=[1.0, 1.0, 1.0], **kw)
+    assert list(bad.status) == ["max_steps", "diverged", "max_steps"]
+    assert not bad.converged[1]
+    for i in (0, 2):
+        np.testing.assert_allclose(bad.objective[i], good.objective[i], rtol=1e-12)
+        np.testing.assert_allclose(bad.Z[i], good.Z[i], rtol=1e-12)
+    # the diverged one keeps its last finite iterate
+    assert np.isfinite(bad.objective[1]) and np.isfinite(bad.Z[1]).all()

@@ -1,0 +1,73 @@
+"""ncjax.solve against an independent solution of the convex form (cvxpy + Clarabel).
+
+min P = min F (DESIGN.md §1), so the objective of the factorised solve must equal cvxpy's
+P*, and the class-mean logits Z = W H̄ᵀ must equal its Z*.
+"""
+
+import numpy as np
+import pytest
+
+import ncjax
+from ncjax import profiles
+from tests.conftest import convex_optimum
+
+
+def _lam_star(n):
+    return np.sqrt(n.min()) / n.sum()
+
+
+def _configs():
+    """≥ 12 settings, all K = 10 so each dtype is one batched solve: (counts, λ, λ_b)."""
+    out = []
+    for K_A in (5, 3):                                   # the paper's Figs. 5-6 setting
+        n = profiles.two_cluster(K_A, 500, 10 - K_A, 100)
+        for r in (0.95, 1.05):                           # ±5% around λ*
+            for lam_b in (0.0, 0.01):
+                out.append((n, r * _lam_star(n), lam_b))
+    n = profiles.two_cluster(5, 1000, 5, 10)             # ratio 100
+    out += [(n, 0.5 * _lam_star(n), 0.0), (n, 2.0 * _lam_star(n), 0.01)]
+    n = profiles.two_cluster(5, 1000, 5, 100)            # ratio 10
+    out += [(n, 0.95 * _lam_star(n), 0.001)]
+    n = profiles.explicit([100] * 10)                    # balanced
+    out += [(n, 0.005, 0.0), (n, 1.2 * _lam_star(n), 0.01)]  # the latter: Z = 0
+    n = profiles.long_tail(10, 1000, 100)                # long tail, ratio 100
+    out += [(n, 0.002, 0.0), (n, 0.002, 0.001)]
+    return out
+
+
+CONFIGS = _configs()
+
+
+def _solve_all(dtype):
+    counts = np.stack([c for c, _, _ in CONFIGS])
+    lam = np.array([lam for _, lam, _ in CONFIGS])
+    lam_b = np.array([lb for _, _, lb in CONFIGS])
+    lam_W = 0.01                                         # λ_H chosen so sqrt(λ_W λ_H) = λ
+    return ncjax.solve(counts, lam_W, lam**2 / lam_W, lam_b, seed=np.arange(len(CONFIGS)),
+                       dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype, rtol", [("float64", 1e-6), ("float32", 1e-4)])
+def test_objective_and_Z_match_cvxpy(dtype, rtol):
+    assert len(CONFIGS) >= 12
+    r = _solve_all(dtype)
+    assert r.converged.all(), r.status
+    for i, (n, lam, lam_b) in enumerate(CONFIGS):
+        P_star, Z_star, _ = convex_optimum(tuple(n), lam, lam_b)
+        np.testing.assert_allclose(r.objective[i], P_star, rtol=rtol, err_msg=f"config {i}")
+        scale = max(1.0, np.abs(Z_star).max())
+        assert np.abs(r.Z[i] - Z_star).max() <= 1e-3 * scale, f"config {i}"
+        # The convex objective of the solution's own (Z, b) is sandwiched: P* ≤ P ≤ F.
+        P = r.metrics["convex_objective"][i]
+        np.testing.assert_allclose(P, P_star, rtol=rtol)
+
+
+def test_paper_convention_gives_the_same_optimum():
+    """Authors' λ‖·‖²: λ_W = 5l, λ_H = l/20 means λ = 2 sqrt(λ_W λ_H) = l in the half form."""
+    n = profiles.two_cluster(5, 500, 5, 100)
+    l, lam_b_paper = 0.003, 0.005
+    r = ncjax.solve(n, 5 * l, l / 20, lam_b_paper, convention="paper", dtype="float64")
+    P_star, Z_star, _ = convex_optimum(tuple(n), l, 2 * lam_b_paper)
+    np.testing.assert_allclose(r.objective, P_star, rtol=1e-6)
+    np.testing.assert_allclose(r.lam_W, 10 * l)
+    np.testing.assert_allclose(r.lam_b, 2 * lam_b_paper)
