@@ -1,0 +1,78 @@
+"""Metrics on hand-built solutions whose values are known in closed form, and NC1
+against a direct numpy evaluation of its definition."""
+
+import numpy as np
+import pytest
+
+from ncjax import metrics
+
+
+def _etf(K):
+    """Rows of a simplex ETF in R^K: unit vectors with pairwise cosine −1/(K−1)."""
+    M = np.eye(K) - np.ones((K, K)) / K
+    return M / np.linalg.norm(M, axis=1, keepdims=True)
+
+
+def test_etf_cosines_and_spreads(x64):
+    K, m = 5, 3
+    n = np.array([500.0, 500, 100, 100, 100])
+    Hbar = _etf(K)
+    H = np.repeat(Hbar[:, None, :], m, axis=1)  # collapsed within classes
+    W = 2.0 * Hbar
+    out = metrics.compute(W, H, np.zeros(K), n, 0.01, 0.0)
+    for key in ("Z", "H", "W"):
+        for pair in ("AA", "BB", "AB"):
+            assert float(out[f"cos_{key}_{pair}"]) == pytest.approx(-1 / (K - 1))
+    # every pair of ETF vectors is sqrt(2 + 2/(K-1)) apart; spreads are relative to max norm
+    d = np.sqrt(2 + 2 / (K - 1))
+    assert float(out["minority_spread_H"]) == pytest.approx(d)
+    assert float(out["nc1"]) == pytest.approx(0.0, abs=1e-20)
+    assert float(out["within_spread"]) == pytest.approx(0.0, abs=1e-12)
+    assert not bool(out["minority_collapsed"])
+
+
+def test_collapsed_minority_and_group_values(x64):
+    K = 5
+    n = np.array([300.0, 300, 50, 50, 50])
+    Z = np.array([[3.0, -1, -1, -1, -1],
+                  [-1, 3.0, -1, -1, -1],
+                  [-1, -1, 0.5, 0.5, 0.5001],
+                  [-1, -1, 0.5, 0.5, 0.5],
+                  [-1, -1, 0.5, 0.5, 0.5]])
+    # a factorisation W H̄ᵀ = Z with d = K: W = I, h̄_k = z_k (column k)
+    W, H = np.eye(K), Z.T[:, None, :]
+    out = metrics.compute(W, H, np.zeros(K), n, 0.01, 0.0)
+    zmax = np.linalg.norm(Z, axis=0).max()
+    assert float(out["minority_spread_Z"]) == pytest.approx(1e-4 / zmax)
+    assert bool(out["minority_collapsed"])
+    np.testing.assert_array_equal(out["group_collapsed"], [False, False, True, True, True])
+    np.testing.assert_allclose(out["spread_Z_group"][:2], np.sqrt(32) / zmax)
+    c = Z[:, 0] @ Z[:, 1] / (np.linalg.norm(Z[:, 0]) * np.linalg.norm(Z[:, 1]))
+    assert float(out["cos_Z_AA"]) == pytest.approx(c)
+    np.testing.assert_allclose(out["cos_Z_group"][:2], c)
+
+
+def test_zero_solution_reports_absolute_spreads(x64):
+    K = 4
+    n = np.array([100.0, 100, 10, 10])
+    W = np.zeros((K, K))
+    H = np.zeros((K, 1, K))
+    H[2, 0, 0] = 1e-7
+    out = metrics.compute(W, H, np.zeros(K), n, 0.01, 0.0)
+    assert bool(out["zero_solution"])
+    assert float(out["minority_spread_H"]) == pytest.approx(1e-7)
+
+
+def test_nc1_matches_its_definition(x64):
+    rng = np.random.default_rng(0)
+    K, m, d = 4, 6, 7
+    H = rng.normal(size=(K, m, d)) + 3 * rng.normal(size=(K, 1, d))
+    n = np.array([400.0, 100, 50, 10])
+    N = n.sum()
+    Hbar = H.mean(1)
+    Sw = sum(n[k] / m / N * np.outer(H[k, i] - Hbar[k], H[k, i] - Hbar[k])
+             for k in range(K) for i in range(m))
+    G = Hbar.mean(0)
+    Sb = sum(np.outer(Hbar[k] - G, Hbar[k] - G) for k in range(K)) / K
+    want = np.trace(Sw @ np.linalg.pinv(Sb, rcond=1e-8)) / K
+    assert float(metrics.nc1(H, n)) == pytest.approx(want, rel=1e-8)
