@@ -84,13 +84,10 @@ def init_natural(key, n_k, *, d: int, m: int, dtype) -> Natural:
 
 
 def _optimizer(name: str, learning_rate, memory_size: int):
-    if name == "lbfgs":
+    """The optax transformation for ``name`` (one of OPTIMIZERS; checked by ``solve``)."""
+    if name == "lbfgs":  # step sizes come from its zoom line search
         return optax.lbfgs(memory_size=memory_size)
-    if name == "adam":
-        return optax.adam(learning_rate)
-    if name == "gd":
-        return optax.sgd(learning_rate)
-    raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {name!r}")
+    return {"adam": optax.adam, "gd": optax.sgd}[name](learning_rate)
 
 
 class _Carry(NamedTuple):
@@ -233,7 +230,8 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
       d: feature dimension (default K). m: free features per class, each of weight n_k/m.
       seed: integer or (B,) integers; a configuration's start depends on its seed only.
       optimizer: "lbfgs" (default, chosen by measurement), "adam" or "gd" (optax).
-      learning_rate: for adam/gd, scalar or (B,) (traced: new values do not recompile).
+      learning_rate: for adam/gd, scalar or (B,) (traced: new values do not recompile);
+        L-BFGS takes its steps from a line search and ignores it.
       max_steps, gtol, ftol: stopping rule of ``_solve_one``; gtol/ftol default per dtype
         (``GTOL``, ``FTOL``) and may be (B,).
       dtype: "float32" or "float64".
@@ -250,7 +248,10 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
     memory_size = as_int("memory_size", memory_size, minimum=1)
     if optimizer not in OPTIMIZERS:
         raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    dtype = str(np.dtype(dtype)) if dtype in (np.float32, np.float64) else dtype
+    try:
+        dtype = np.dtype(dtype).name
+    except TypeError:
+        pass
     if dtype not in DTYPES:
         raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
     warn_small_d(d, K)
