@@ -10,10 +10,11 @@ if "xla_cpu_multi_thread_eigen" not in _os.environ.get("XLA_FLAGS", ""):
     _os.environ["XLA_FLAGS"] = (
         _os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
 
-from ncjax import metrics, model, profiles, theory
+from ncjax import metrics, model, profiles, spec, sweep, theory
 from ncjax._validate import InputError, NCJaxWarning
 from ncjax.solver import Result, solve
+from ncjax.sweep import load
 
 __version__ = "0.1.0"
-__all__ = ["InputError", "NCJaxWarning", "Result", "metrics", "model", "profiles", "solve",
-           "theory", "__version__"]
+__all__ = ["InputError", "NCJaxWarning", "Result", "load", "metrics", "model", "profiles",
+           "solve", "spec", "sweep", "theory", "__version__"]

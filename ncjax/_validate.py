@@ -65,10 +65,10 @@ def as_int(name: str, value, *, minimum: int) -> int:
     return int(value)
 
 
-def as_seeds(value) -> np.ndarray:
+def as_seeds(value, name: str = "seed") -> np.ndarray:
     seeds = np.asarray(value)
     if seeds.ndim > 1 or not np.issubdtype(seeds.dtype, np.integer):
-        raise InputError(f"seed must be an integer or a (B,) array of integers, got {value!r}")
+        raise InputError(f"{name} must be an integer or a (B,) array of integers, got {value!r}")
     return seeds.astype(np.int64)
 
 

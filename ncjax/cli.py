@@ -96,60 +96,81 @@ def _solve(args) -> int:
     return 0
 
 
-def _range(text: str, name: str) -> tuple[float, float]:
-    try:
-        lo, hi = (float(v) for v in text.split(":"))
-    except ValueError:
-        raise InputError(f"{name}: expected LO:HI, got {text!r}") from None
-    if not 0 < lo < hi or not math.isfinite(hi):
-        raise InputError(f"{name}: expected 0 < LO < HI, got {text!r}")
-    return lo, hi
+def _sweep(args) -> int:
+    from ncjax import sweep
+
+    g = sweep.run(args.spec, args.out, chunk_size=args.chunk_size)
+    print(_show_text(g, args.out))
+    return 0
 
 
-def _phase(args) -> int:
-    """Solve an (n_B, λ) grid of two-cluster problems in one batch and draw it."""
-    import time
+def _resume(args) -> int:
+    from ncjax import sweep
+
+    g = sweep.resume(args.dir)
+    print(_show_text(g, args.dir))
+    return 0
+
+
+def _show(args) -> int:
+    from ncjax import sweep
+
+    print(_show_text(sweep.load(args.dir), args.dir))
+    return 0
+
+
+def _show_text(g, where) -> str:
+    """Axes, progress, status counts and headline metrics of a loaded sweep."""
+    lines = [f"run {where}: grid {' x '.join(map(str, g.shape))} = {g.status.size} configurations"]
+    for name, vals in g.axes.items():
+        lines.append(f"  axis {name:6s} {vals.size:4d} values  {vals.min():g} .. {vals.max():g}")
+    names, counts = np.unique(g.status, return_counts=True)
+    lines.append("  status " + ", ".join(f"{n} {c}" for n, c in zip(names, counts)))
+    if g.done.any():
+        m, t = g["metrics.minority_collapsed"], g["theory.minority_collapse"]
+        ok = np.isfinite(m)
+        lines.append(f"  minority collapse measured in {int(np.nansum(m))} of {ok.sum()} solved "
+                     f"cells, predicted in {int(np.sum(t[ok] == 1))}; agree in "
+                     f"{np.mean(m[ok] == t[ok]):.1%}")
+        lines.append(f"  objective {np.nanmin(g['objective']):.6g} .. "
+                     f"{np.nanmax(g['objective']):.6g}; max |grad| {np.nanmax(g['grad_norm']):.2e}")
+    return "\n".join(lines)
+
+
+def _plot(args) -> int:
+    """The (n_B, λ) phase diagram of a sweep, with the theory's boundary on top."""
     from pathlib import Path
 
-    from ncjax import plot, profiles, theory
-    from ncjax.solver import solve
+    from ncjax import plot, sweep
 
-    size = args.size
-    if size < 2:
-        raise InputError(f"--size must be >= 2, got {size}")
-    n_B = np.linspace(*_range(args.n_B, "--n-B"), size)
-    lam = np.geomspace(*_range(args.lam, "--lam"), size)
-    NB, LAM = np.meshgrid(n_B, lam)  # (ny, nx): rows are λ, columns n_B
-    counts = np.stack([profiles.two_cluster(args.K_A, args.n_A, args.K_B, nb)
-                       for nb in NB.ravel()])
-    lam_W = 0.01  # λ_H = λ²/λ_W so that sqrt(λ_W λ_H) = λ; the optimum depends on λ only
-    print(f"solving {counts.shape[0]} configurations (K_A={args.K_A}, n_A={args.n_A:g}, "
-          f"K_B={args.K_B}) in one batch ...", flush=True)
-    t0 = time.perf_counter()
-    r = solve(counts, lam_W, LAM.ravel() ** 2 / lam_W, args.lam_b, seed=np.arange(counts.shape[0]),
-              dtype="float64" if args.x64 else "float32")
-    dt = time.perf_counter() - t0
-    shape = NB.shape
-    spread = r.metrics["minority_spread_Z"].reshape(shape)
-    measured = r.metrics["minority_collapsed"].reshape(shape)
-    predicted = r.theory["minority_collapse"].reshape(shape)
-    lam_star = np.asarray(theory.lam_star_two_cluster(args.K_A, args.n_A, args.K_B, n_B))
-    far = np.abs(LAM / lam_star[None, :] - 1) > 0.02
-    agree = (measured == predicted)[far].mean()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out.with_suffix(".npz"), n_B=n_B, lam=lam, spread=spread, collapsed=measured,
-             predicted=predicted, lam_star=lam_star, objective=r.objective.reshape(shape),
-             status=r.status.reshape(shape))
-    lam_zero = np.sqrt(args.n_A) / (args.K_A * args.n_A + args.K_B * n_B) if args.K_A >= 2 else None
-    plot.phase_diagram(n_B, lam, spread, lam_star, collapsed=measured, lam_zero=lam_zero, out=out,
-                       title=f"UFM, {args.K_A}×{args.n_A:g} + {args.K_B}×$n_B$, "
-                             f"$\\lambda_b$={args.lam_b:g}, {size}×{size} cells")
-    print(f"{counts.shape[0]} configurations in {dt:.1f} s ({counts.shape[0] / dt:.0f}/s, "
-          f"compile included); converged {r.converged.mean():.1%}")
+    g = sweep.load(args.dir)
+    if not {"n_B", "lam"} <= set(g.axes):
+        raise InputError(f"{args.dir}: plot draws (n_B, lam) phase diagrams; this run's axes "
+                         f"are {list(g.axes)}")
+    others = {k: v[0].item() for k, v in g.axes.items() if k not in ("n_B", "lam")}
+    if others:
+        print(f"ncjax: plotting the slice {others}", file=sys.stderr)
+        g = g.sel(**others)
+    order = [list(g.axes).index("lam"), list(g.axes).index("n_B")]
+    spread = np.transpose(g["metrics.minority_spread_Z"], order)  # rows λ, columns n_B
+    collapsed = np.transpose(g["metrics.minority_collapsed"], order) == 1
+    lam_star = np.transpose(g["theory.lam_star"], order)[0]
+    n_B, lam = g.axes["n_B"], g.axes["lam"]
+    p = g.spec.problem
+    N = p["K_A"] * p["n_A"] + p["K_B"] * n_B if "n_A" in p and "K_A" in p else None
+    lam_zero = np.sqrt(p["n_A"]) / N if N is not None and p["K_A"] >= 2 else None
+    out = Path(args.out) if args.out else Path(args.dir) / "phase.png"
+    plot.phase_diagram(n_B, lam, spread, lam_star, collapsed=collapsed, lam_zero=lam_zero,
+                       out=out, title=f"{Path(args.dir).name}: minority spread, "
+                                      f"{spread.size} cells")
+    lam_grid = lam[:, None] * np.ones_like(spread)
+    far = np.abs(lam_grid / lam_star[None, :] - 1) > 0.02
+    pred = lam_grid >= lam_star[None, :]
+    solved = np.isfinite(spread)
+    agree = (collapsed == pred)[far & solved].mean()
     print(f"measured collapse agrees with lam* = sqrt(n_B)/N in {agree:.1%} of the "
-          f"{far.sum()} cells farther than 2% from it")
-    print(f"wrote {out} and {out.with_suffix('.npz')}")
+          f"{int((far & solved).sum())} solved cells farther than 2% from it")
+    print(f"wrote {out}")
     return 0
 
 
@@ -175,18 +196,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(run=_solve)
 
-    ph = sub.add_parser("phase", help="solve an (n_B, lambda) grid in one batch and plot "
-                                      "the minority-collapse phase diagram")
-    ph.add_argument("--K-A", dest="K_A", type=int, default=5)
-    ph.add_argument("--n-A", dest="n_A", type=float, default=500)
-    ph.add_argument("--K-B", dest="K_B", type=int, default=5)
-    ph.add_argument("--n-B", dest="n_B", default="20:400", help="LO:HI, linear grid")
-    ph.add_argument("--lam", default="1e-3:8e-3", help="LO:HI, log grid of sqrt(lam_W lam_H)")
-    ph.add_argument("--lam-b", dest="lam_b", type=float, default=0.0)
-    ph.add_argument("--size", type=int, default=24, help="cells per axis")
-    ph.add_argument("--x64", action="store_true")
-    ph.add_argument("--out", default="phase.png", help="figure (.png/.pdf); data beside it")
-    ph.set_defaults(run=_phase)
+    sw = sub.add_parser("sweep", help="run a TOML sweep spec in chunks, checkpointed")
+    sw.add_argument("spec")
+    sw.add_argument("--out", required=True, help="new run directory")
+    sw.add_argument("--chunk-size", dest="chunk_size", type=int, default=None)
+    sw.set_defaults(run=_sweep)
+    rs = sub.add_parser("resume", help="continue a stopped or killed sweep")
+    rs.add_argument("dir")
+    rs.set_defaults(run=_resume)
+    sh = sub.add_parser("show", help="axes, progress, status counts and headline metrics")
+    sh.add_argument("dir")
+    sh.set_defaults(run=_show)
+    pl = sub.add_parser("plot", help="draw the (n_B, lam) phase diagram of a sweep")
+    pl.add_argument("dir")
+    pl.add_argument("--out", default=None, help="figure file (default DIR/phase.png)")
+    pl.set_defaults(run=_plot)
     return p
 
 

@@ -167,10 +167,11 @@ def _solve_and_measure(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
 
 @functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "max_steps",
                                              "memory_size", "dtype"))
-def _solve_batch(seeds, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
+def _solve_batch(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
                  d, m, optimizer, max_steps, memory_size, dtype):
-    """The one compiled program: all B configurations, vmapped. Arrays are (B, ...)."""
-    keys = jax.vmap(jax.random.key)(seeds)
+    """The one compiled program: all B configurations, vmapped. Arrays are (B, ...).
+    Configuration i starts from the key fold_in(key(seeds[i]), key_index[i])."""
+    keys = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seeds, key_index)
     one = functools.partial(_solve_and_measure, d=d, m=m, optimizer=optimizer,
                             max_steps=max_steps, memory_size=memory_size,
                             dtype=jnp.dtype(dtype))
@@ -220,7 +221,7 @@ def _x64(enabled: bool):
 def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, seed=0,
           convention: str = "half", optimizer: str = "lbfgs", learning_rate=None,
           max_steps: int = DEFAULT_MAX_STEPS, gtol=None, ftol=None, dtype: str = "float32",
-          memory_size: int = 10) -> Result:
+          memory_size: int = 10, key_index=0) -> Result:
     """Solve the UFM (DESIGN.md §1) for one configuration or a batch, in one jitted program.
 
     Args:
@@ -228,7 +229,9 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
       lam_W, lam_H, lam_b: regularisation, scalars or (B,), in ``convention``
         ("half": (λ/2)‖·‖², ncjax's; "paper": λ‖·‖², the authors'). λ_W, λ_H > 0.
       d: feature dimension (default K). m: free features per class, each of weight n_k/m.
-      seed: integer or (B,) integers; a configuration's start depends on its seed only.
+      seed: integer or (B,) integers; a configuration's random start depends on its seed
+        and its ``key_index`` (integer or (B,); a sweep passes each cell's flat grid
+        index) only, never on the batch around it.
       optimizer: "lbfgs" (default, chosen by measurement), "adam" or "gd" (optax).
       learning_rate: for adam/gd, scalar or (B,) (traced: new values do not recompile);
         L-BFGS takes its steps from a line search and ignores it.
@@ -262,11 +265,13 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
     gt = as_lam("gtol", GTOL[dtype] if gtol is None else gtol)
     ft = as_lam("ftol", FTOL[dtype] if ftol is None else ftol)
     B, batched, n, per = broadcast_batch(n, lam_W=lw, lam_H=lh, lam_b=lb, seed=as_seeds(seed),
-                                         learning_rate=lr, gtol=gt, ftol=ft)
+                                         key_index=as_seeds(key_index, "key_index"), learning_rate=lr,
+                                         gtol=gt, ftol=ft)
     with _x64(dtype == "float64"):
         arr = lambda a: jnp.asarray(a, dtype)
         out = _solve_batch(
-            jnp.asarray(per["seed"], jnp.uint32), arr(n), arr(per["lam_W"]), arr(per["lam_H"]),
+            jnp.asarray(per["seed"], jnp.uint32), jnp.asarray(per["key_index"], jnp.uint32),
+            arr(n), arr(per["lam_W"]), arr(per["lam_H"]),
             arr(per["lam_b"]), arr(per["learning_rate"]), arr(per["gtol"]), arr(per["ftol"]),
             d=d, m=m, optimizer=optimizer, max_steps=max_steps, memory_size=memory_size,
             dtype=dtype)

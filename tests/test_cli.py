@@ -77,21 +77,3 @@ def test_small_d_warns_on_the_command_line(capsys):
 
 def test_parse_counts():
     assert parse_counts("2x500,100") == [500.0, 500.0, 100.0]
-
-
-def test_phase_command_writes_a_phase_diagram(tmp_path, capsys):
-    out = tmp_path / "phase.png"
-    assert main(["phase", "--size", "4", "--n-B", "50:200", "--lam", "1e-3:8e-3",
-                 "--out", str(out)]) == 0
-    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    data = np.load(tmp_path / "phase.npz")
-    assert data["spread"].shape == (4, 4)
-    # the stored decision agrees with the theory away from the boundary
-    far = np.abs(data["lam"][:, None] / data["lam_star"][None, :] - 1) > 0.02
-    np.testing.assert_array_equal(data["collapsed"][far], data["predicted"][far])
-    assert "wrote" in capsys.readouterr().out
-
-
-def test_phase_command_refuses_bad_ranges(capsys):
-    assert main(["phase", "--lam", "5:1"]) == 2
-    assert "--lam: expected 0 < LO < HI" in capsys.readouterr().err

@@ -1,0 +1,157 @@
+"""Sweeps: chunking does not change a cell, a SIGKILLed run resumes to the same grid,
+damaged chunks are solved again, one writer per directory, the spec cannot change."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ncjax
+from ncjax import sweep
+
+SPEC = """
+[problem]
+profile = "two_cluster"
+K_A = 2
+K_B = 2
+n_A = 100
+lam_W = 0.01
+[axes]
+n_B = [10, 40]
+lam = {log = [0.01, 0.05, 3]}
+seed = [0, 1, 2, 3]
+[solver]
+dtype = "float64"
+"""
+FIELDS = ("objective", "Z", "b", "grad_norm", "metrics.minority_spread_Z")
+
+
+@pytest.fixture(scope="module")
+def spec_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("spec") / "tiny.toml"
+    p.write_text(SPEC)
+    return p
+
+
+@pytest.fixture(scope="module")
+def reference(spec_file, tmp_path_factory):
+    """The uninterrupted run, one configuration per chunk."""
+    return sweep.run(spec_file, tmp_path_factory.mktemp("ref") / "run", chunk_size=1, quiet=True)
+
+
+def _same(a, b, exact=True):
+    """Equal grids: bit for bit, or (other batch sizes, so other float rounding) the
+    objective to 1e-12 relative and the solution to 1e-6, within the float64 solver
+    tolerance (gtol 1e-9 leaves Z determined to about 1e-9)."""
+    assert a.shape == b.shape
+    for f in FIELDS:
+        if exact:
+            np.testing.assert_array_equal(a[f], b[f], err_msg=f)
+        elif f == "objective":
+            np.testing.assert_allclose(a[f], b[f], rtol=1e-12, err_msg=f)
+        elif f != "grad_norm":
+            np.testing.assert_allclose(a[f], b[f], rtol=0, atol=1e-6, err_msg=f)
+    np.testing.assert_array_equal(a.status, b.status)
+
+
+def test_chunking_does_not_change_a_cell(spec_file, reference, tmp_path):
+    g = sweep.run(spec_file, tmp_path / "run", chunk_size=7, quiet=True)
+    assert g.shape == (2, 3, 4) and g.done.all() and (g.status == "converged").all()
+    _same(g, reference, exact=False)  # batch sizes 7 and 1
+    # and a cell equals the engine's own solve of that configuration
+    i = np.ravel_multi_index((1, 2, 3), g.shape)
+    lam = g.axes["lam"][2]
+    alone = ncjax.solve([100, 100, 40, 40], 0.01, lam**2 / 0.01, 0.0, seed=3, key_index=i,
+                        dtype="float64")
+    np.testing.assert_allclose(g["objective"][1, 2, 3], alone.objective, rtol=1e-12)
+    sub = g.sel(n_B=40, seed=3)
+    assert list(sub.axes) == ["lam"] and sub["objective"].shape == (3,)
+
+
+def test_sigkill_then_resume_gives_the_uninterrupted_grid(spec_file, reference, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "ncjax", "sweep", str(spec_file),
+                             "--out", str(out), "--chunk-size", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "chunks" / "0" / "commit_success.txt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = sweep.load(out)
+    n_before = int(partial.done.sum())
+    assert 1 <= n_before < 24, n_before  # killed mid-run
+    missing = ~partial.done
+    assert np.isnan(partial["objective"][missing]).all()
+    assert (partial.status[missing] == "missing").all()
+    g = sweep.resume(out, quiet=True)
+    _same(g, reference)  # identical: same chunking, same programs
+    assert len(list((out / "chunks").iterdir())) == 24  # nothing solved twice
+
+
+def test_damaged_chunk_is_detected_and_solved_again(spec_file, reference, tmp_path, capsys):
+    out = tmp_path / "run"
+    sweep.run(spec_file, out, chunk_size=5, quiet=True)
+    newest = out / "chunks" / "4"
+    for f in newest.rglob("*"):
+        if f.is_file() and f.name != "commit_success.txt":
+            f.write_bytes(b"garbage")
+    g = sweep.resume(out)
+    assert "chunk 4 is damaged" in capsys.readouterr().err
+    _same(g, reference, exact=False)
+
+
+def test_one_writer_per_directory(spec_file, tmp_path):
+    out = tmp_path / "run"
+    sweep.run(spec_file, out, chunk_size=24, quiet=True)
+    (out / ".lock").write_text(str(os.getpid()))  # a live writer
+    with pytest.raises(sweep.RunError, match="another process"):
+        sweep.resume(out, quiet=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (out / ".lock").write_text(str(dead.pid))  # a writer that died: taken over
+    assert sweep.resume(out, quiet=True).done.all()
+    assert not (out / ".lock").exists()
+
+
+def test_changed_spec_and_existing_run_are_refused(spec_file, tmp_path):
+    out = tmp_path / "run"
+    sweep.run(spec_file, out, chunk_size=24, quiet=True)
+    with pytest.raises(sweep.RunError, match="already holds a run"):
+        sweep.run(spec_file, out, quiet=True)
+    (out / "spec.toml").write_text(SPEC.replace("n_A = 100", "n_A = 200"))
+    with pytest.raises(sweep.RunError, match="was changed"):
+        sweep.resume(out)
+    with pytest.raises(sweep.RunError, match="not a run directory"):
+        sweep.load(tmp_path)
+
+
+def test_command_line_sweep_show_plot(spec_file, tmp_path, capsys):
+    from ncjax.cli import main
+
+    out = tmp_path / "run"
+    assert main(["sweep", str(spec_file), "--out", str(out), "--chunk-size", "12"]) == 0
+    assert "status converged 24" in capsys.readouterr().out
+    assert main(["show", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "axis n_B" in text and "agree in 100.0%" in text
+    png = tmp_path / "phase.png"
+    assert main(["plot", str(out), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "plotting the slice {'seed': 0}" in capsys.readouterr().err
+    assert main(["resume", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+
+
+def test_to_xarray(reference):
+    ds = reference.to_xarray()
+    assert list(ds["objective"].dims) == ["n_B", "lam", "seed"]
+    np.testing.assert_array_equal(ds["objective"].values, reference["objective"])
+    sel = ds["objective"].sel(n_B=40, seed=3).values
+    np.testing.assert_array_equal(sel, reference.sel(n_B=40, seed=3)["objective"])
