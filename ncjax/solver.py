@@ -221,7 +221,7 @@ def _x64(enabled: bool):
 def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, seed=0,
           convention: str = "half", optimizer: str = "lbfgs", learning_rate=None,
           max_steps: int = DEFAULT_MAX_STEPS, gtol=None, ftol=None, dtype: str = "float32",
-          memory_size: int = 10, key_index=0) -> Result:
+          memory_size: int = 10, key_index=0, devices=None) -> Result:
     """Solve the UFM (DESIGN.md §1) for one configuration or a batch, in one jitted program.
 
     Args:
@@ -238,6 +238,8 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
       max_steps, gtol, ftol: stopping rule of ``_solve_one``; gtol/ftol default per dtype
         (``GTOL``, ``FTOL``) and may be (B,).
       dtype: "float32" or "float64".
+      devices: where to solve (default every local device); the B configurations are
+        sharded over them (jax.sharding.Mesh + NamedSharding on the configuration axis).
     Returns:
       a ``Result`` of numpy arrays.
     Raises:
@@ -267,15 +269,22 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
     B, batched, n, per = broadcast_batch(n, lam_W=lw, lam_H=lh, lam_b=lb, seed=as_seeds(seed),
                                          key_index=as_seeds(key_index, "key_index"), learning_rate=lr,
                                          gtol=gt, ftol=ft)
+    devices = jax.local_devices() if devices is None else list(devices)
+    # Shard the configuration axis over the devices: pad B to a multiple of their number
+    # by repeating the last configuration, solve, drop the padding.
+    B_pad = -(-B // len(devices)) * len(devices)
+    pad = lambda a: np.concatenate([a, np.repeat(a[-1:], B_pad - B, axis=0)])
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("cfg",)),
+                                          jax.sharding.PartitionSpec("cfg"))
     with _x64(dtype == "float64"):
-        arr = lambda a: jnp.asarray(a, dtype)
+        put = lambda a, t: jax.device_put(np.asarray(pad(np.asarray(a)), t), sharding)
         out = _solve_batch(
-            jnp.asarray(per["seed"], jnp.uint32), jnp.asarray(per["key_index"], jnp.uint32),
-            arr(n), arr(per["lam_W"]), arr(per["lam_H"]),
-            arr(per["lam_b"]), arr(per["learning_rate"]), arr(per["gtol"]), arr(per["ftol"]),
-            d=d, m=m, optimizer=optimizer, max_steps=max_steps, memory_size=memory_size,
-            dtype=dtype)
-        out = jax.device_get(out)
+            put(per["seed"], np.uint32), put(per["key_index"], np.uint32),
+            put(n, dtype), put(per["lam_W"], dtype), put(per["lam_H"], dtype),
+            put(per["lam_b"], dtype), put(per["learning_rate"], dtype), put(per["gtol"], dtype),
+            put(per["ftol"], dtype), d=d, m=m, optimizer=optimizer, max_steps=max_steps,
+            memory_size=memory_size, dtype=dtype)
+        out = jax.tree.map(lambda a: a[:B], jax.device_get(out))
     status = np.asarray(STATUS_NAMES)[out["status"]]
     res = Result(
         objective=out["objective"], grad_norm=out["grad_norm"], steps=out["steps"],

@@ -155,3 +155,14 @@ def test_to_xarray(reference):
     np.testing.assert_array_equal(ds["objective"].values, reference["objective"])
     sel = ds["objective"].sel(n_B=40, seed=3).values
     np.testing.assert_array_equal(sel, reference.sel(n_B=40, seed=3)["objective"])
+
+
+def test_four_devices_give_the_one_device_grid(spec_file, reference, tmp_path):
+    """The same spec on 4 forced host devices (each chunk sharded over them) and on 1."""
+    out = tmp_path / "run"
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    p = subprocess.run([sys.executable, "-m", "ncjax", "sweep", str(spec_file), "--out",
+                        str(out), "--chunk-size", "6"], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert "sharded over 4 cpu device(s)" in p.stderr
+    _same(sweep.load(out), reference, exact=False)
