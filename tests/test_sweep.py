@@ -166,3 +166,20 @@ def test_four_devices_give_the_one_device_grid(spec_file, reference, tmp_path):
     assert p.returncode == 0, p.stderr
     assert "sharded over 4 cpu device(s)" in p.stderr
     _same(sweep.load(out), reference, exact=False)
+
+
+def test_a_second_writer_process_is_refused(spec_file, tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen([sys.executable, "-m", "ncjax", "sweep", str(spec_file),
+                              "--out", str(out), "--chunk-size", "1"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / ".lock").exists():
+        assert first.poll() is None and time.time() < deadline
+        time.sleep(0.005)
+    second = subprocess.run([sys.executable, "-m", "ncjax", "resume", str(out)],
+                            capture_output=True, text=True)
+    first_rc = first.wait()
+    assert second.returncode == 2
+    assert f"another process (pid {first.pid}) is writing" in second.stderr
+    assert first_rc == 0 and sweep.load(out).done.all()
