@@ -281,11 +281,11 @@ def load(out) -> SweepGrid:
             status[idx] = np.asarray(STATUS_NAMES)[chunk.pop("status")]
             done[idx] = True
             for k, v in chunk.items():
-                if k not in fields:
-                    fill = np.nan if np.issubdtype(v.dtype, np.floating) else -1
-                    dtype = v.dtype if fill == -1 or np.issubdtype(v.dtype, np.floating) else float
-                    if v.dtype == bool:
-                        dtype, fill = float, np.nan  # missing cells stay visible as NaN
+                if k not in fields:  # missing cells: NaN (booleans become 0./1.), ints -1
+                    if np.issubdtype(v.dtype, np.integer):
+                        dtype, fill = v.dtype, -1
+                    else:
+                        dtype, fill = (float if v.dtype == bool else v.dtype), np.nan
                     fields[k] = np.full((total,) + v.shape[1:], fill, dtype=dtype)
                 if fields[k].shape[1:] != v.shape[1:]:
                     continue  # per-class fields of a grid whose K varies: not stacked
