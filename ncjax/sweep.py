@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from ncjax import spec as _spec
@@ -148,8 +149,6 @@ def _execute(out: Path, spec: _spec.Spec, chunk_size: int, quiet: bool):
         n_done = sum(chunks[c].size for c in done if c < len(chunks))
         if done:
             log(f"resuming: {len(done)} of {len(chunks)} chunks already done")
-        import jax
-
         log(f"{total} configurations in {len(chunks)} chunks, sharded over "
             f"{jax.local_device_count()} {jax.default_backend()} device(s)")
         t0, n_new = time.perf_counter(), 0
