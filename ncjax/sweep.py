@@ -162,10 +162,7 @@ def _execute(out: Path, spec: _spec.Spec, chunk_size: int, quiet: bool):
             r = solve(grid.counts(pad), p["lam_W"][pad], p["lam_H"][pad], p["lam_b"][pad],
                       d=int(p["d"][idx[0]]), m=int(spec.problem.get("m", 1)),
                       seed=p["seed"][pad], key_index=pad, **solver)
-            r = r._replace(**{f: getattr(r, f)[:idx.size] for f in r._fields
-                              if f not in ("metrics", "theory")},
-                           metrics={k: v[:idx.size] for k, v in r.metrics.items()},
-                           theory={k: v[:idx.size] for k, v in r.theory.items()})
+            r = jax.tree.map(lambda a: a[:idx.size], r)  # drop the padding
             mngr.save(c, args=_save_args(_pack(r, idx)))
             mngr.wait_until_finished()
             n_done += idx.size
