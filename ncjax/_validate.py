@@ -102,4 +102,4 @@ def warn_small_d(d: int, K: int) -> None:
         warnings.warn(
             f"d = {d} < K - 1 = {K - 1}: the convex form then only bounds the optimum "
             "from below (min P <= min F), and the theory's thresholds assume d >= K - 1",
-            NCJaxWarning, stacklevel=3)
+            NCJaxWarning, stacklevel=4)

@@ -96,20 +96,51 @@ def _solve(args) -> int:
     return 0
 
 
+def _distributed(args) -> bool:
+    """Join JAX's multi-process runtime when asked (--coordinator, or --distributed for
+    the cluster's own detection: SLURM, Open MPI, …); True for the process that reports."""
+    if not (args.coordinator or args.distributed):
+        return True
+    import jax
+
+    if args.coordinator and (args.num_processes is None or args.process_id is None):
+        raise InputError("--coordinator needs --num-processes and --process-id")
+    jax.distributed.initialize(coordinator_address=args.coordinator,
+                               num_processes=args.num_processes, process_id=args.process_id)
+    return jax.process_index() == 0
+
+
 def _sweep(args) -> int:
     from ncjax import sweep
 
+    primary = _distributed(args)
     g = sweep.run(args.spec, args.out, chunk_size=args.chunk_size)
-    print(_show_text(g, args.out))
+    if primary:
+        print(_show_text(g, args.out))
     return 0
 
 
 def _resume(args) -> int:
     from ncjax import sweep
 
+    primary = _distributed(args)
     g = sweep.resume(args.dir)
-    print(_show_text(g, args.dir))
+    if primary:
+        print(_show_text(g, args.dir))
     return 0
+
+
+def _add_distributed(parser) -> None:
+    g = parser.add_argument_group(
+        "multi-host", "run one process per host (or per GPU), each with the same arguments "
+        "and a run directory on a file system they share")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0 (jax.distributed.initialize)")
+    g.add_argument("--num-processes", dest="num_processes", type=int, default=None)
+    g.add_argument("--process-id", dest="process_id", type=int, default=None)
+    g.add_argument("--distributed", action="store_true",
+                   help="jax.distributed.initialize() with the cluster's own detection "
+                        "(SLURM, Open MPI, ...) instead of --coordinator")
 
 
 def _show(args) -> int:
@@ -200,9 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("spec")
     sw.add_argument("--out", required=True, help="new run directory")
     sw.add_argument("--chunk-size", dest="chunk_size", type=int, default=None)
+    _add_distributed(sw)
     sw.set_defaults(run=_sweep)
     rs = sub.add_parser("resume", help="continue a stopped or killed sweep")
     rs.add_argument("dir")
+    _add_distributed(rs)
     rs.set_defaults(run=_resume)
     sh = sub.add_parser("show", help="axes, progress, status counts and headline metrics")
     sh.add_argument("dir")

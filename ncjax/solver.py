@@ -218,6 +218,80 @@ def _x64(enabled: bool):
     return enable_x64()
 
 
+def _inputs(counts, lam_W, lam_H, lam_b, *, d, m, seed, convention, optimizer,
+            learning_rate, max_steps, gtol, ftol, dtype, memory_size, key_index):
+    """Validate ``solve``'s arguments; returns (per, static, batched): ``per`` the (B, ...)
+    numpy inputs of ``_solve_batch`` (λ's in the half convention), ``static`` its static
+    arguments, ``batched`` whether any input had a batch axis."""
+    n = as_counts(counts)
+    K = n.shape[-1]
+    d = K if d is None else as_int("d", d, minimum=1)
+    m = as_int("m", m, minimum=1)
+    max_steps = as_int("max_steps", max_steps, minimum=1)
+    memory_size = as_int("memory_size", memory_size, minimum=1)
+    if optimizer not in OPTIMIZERS:
+        raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    try:
+        dtype = np.dtype(dtype).name
+    except TypeError:
+        pass
+    if dtype not in DTYPES:
+        raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+    warn_small_d(d, K)
+    lw, lh, lb = theory.to_half(as_lam("lam_W", lam_W, positive=True),
+                                as_lam("lam_H", lam_H, positive=True),
+                                as_lam("lam_b", lam_b), convention)
+    lr = as_lam("learning_rate", DEFAULT_LR[optimizer] if learning_rate is None else learning_rate)
+    gt = as_lam("gtol", GTOL[dtype] if gtol is None else gtol)
+    ft = as_lam("ftol", FTOL[dtype] if ftol is None else ftol)
+    _, batched, n, per = broadcast_batch(n, lam_W=lw, lam_H=lh, lam_b=lb, seed=as_seeds(seed),
+                                         key_index=as_seeds(key_index, "key_index"),
+                                         learning_rate=lr, gtol=gt, ftol=ft)
+    per = {"counts": np.asarray(n), **{k: np.asarray(v) for k, v in per.items()}}
+    static = dict(d=d, m=m, optimizer=optimizer, max_steps=max_steps,
+                  memory_size=memory_size, dtype=dtype)
+    return per, static, batched
+
+
+def _run(per, static, devices):
+    """``_solve_batch`` on validated inputs, the configuration axis sharded over
+    ``devices`` (jax.sharding.Mesh + NamedSharding); B is padded to a multiple of their
+    number by repeating the last configuration. Returns the raw outputs as jax Arrays of
+    (B_pad, ...), not fetched: with several processes they are not all addressable here."""
+    B = per["counts"].shape[0]
+    B_pad = -(-B // len(devices)) * len(devices)
+    pad = lambda a: np.concatenate([a, np.repeat(a[-1:], B_pad - B, axis=0)])
+    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("cfg",)),
+                                          jax.sharding.PartitionSpec("cfg"))
+    dtype = static["dtype"]
+    put = lambda name, t: jax.device_put(np.asarray(pad(per[name]), t), sharding)
+    return _solve_batch(
+        put("seed", np.uint32), put("key_index", np.uint32), put("counts", dtype),
+        put("lam_W", dtype), put("lam_H", dtype), put("lam_b", dtype),
+        put("learning_rate", dtype), put("gtol", dtype), put("ftol", dtype), **static)
+
+
+def solve_sharded(counts, lam_W, lam_H, lam_b=0.0, *, devices=None, d: int | None = None,
+                  m: int = 1, seed=0, convention: str = "half", optimizer: str = "lbfgs",
+                  learning_rate=None, max_steps: int = DEFAULT_MAX_STEPS, gtol=None,
+                  ftol=None, dtype: str = "float32", memory_size: int = 10, key_index=0):
+    """``solve`` for callers that keep the results on the devices: the same arguments
+    (batched: (B, ...) inputs; ``devices`` default every device of every process), and
+    returns the raw outputs, a dict of jax Arrays of (B_pad, ...) sharded over the
+    devices, B_pad the batch padded to a multiple of the device count (by repeating the
+    last configuration). With several processes (``jax.distributed``) each process passes
+    the same inputs and computes its addressable shards; nothing is fetched to the host.
+    Keys: objective, grad_norm, steps, status (int: ``STATUS_NAMES``), W, H, b,
+    class_means, Z, metrics (dict), theory (dict). Call it inside ``_x64`` for float64.
+    """
+    per, static, _ = _inputs(counts, lam_W, lam_H, lam_b, d=d, m=m, seed=seed,
+                             convention=convention, optimizer=optimizer,
+                             learning_rate=learning_rate, max_steps=max_steps, gtol=gtol,
+                             ftol=ftol, dtype=dtype, memory_size=memory_size,
+                             key_index=key_index)
+    return _run(per, static, jax.devices() if devices is None else list(devices))
+
+
 def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, seed=0,
           convention: str = "half", optimizer: str = "lbfgs", learning_rate=None,
           max_steps: int = DEFAULT_MAX_STEPS, gtol=None, ftol=None, dtype: str = "float32",
@@ -245,52 +319,20 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
     Raises:
       InputError: on a bad argument (see ``ncjax._validate``).
     """
-    n = as_counts(counts)
-    K = n.shape[-1]
-    d = K if d is None else as_int("d", d, minimum=1)
-    m = as_int("m", m, minimum=1)
-    max_steps = as_int("max_steps", max_steps, minimum=1)
-    memory_size = as_int("memory_size", memory_size, minimum=1)
-    if optimizer not in OPTIMIZERS:
-        raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    try:
-        dtype = np.dtype(dtype).name
-    except TypeError:
-        pass
-    if dtype not in DTYPES:
-        raise InputError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    warn_small_d(d, K)
-    lw, lh, lb = theory.to_half(as_lam("lam_W", lam_W, positive=True),
-                                as_lam("lam_H", lam_H, positive=True),
-                                as_lam("lam_b", lam_b), convention)
-    lr = as_lam("learning_rate", DEFAULT_LR[optimizer] if learning_rate is None else learning_rate)
-    gt = as_lam("gtol", GTOL[dtype] if gtol is None else gtol)
-    ft = as_lam("ftol", FTOL[dtype] if ftol is None else ftol)
-    B, batched, n, per = broadcast_batch(n, lam_W=lw, lam_H=lh, lam_b=lb, seed=as_seeds(seed),
-                                         key_index=as_seeds(key_index, "key_index"), learning_rate=lr,
-                                         gtol=gt, ftol=ft)
-    devices = jax.local_devices() if devices is None else list(devices)
-    # Shard the configuration axis over the devices: pad B to a multiple of their number
-    # by repeating the last configuration, solve, drop the padding.
-    B_pad = -(-B // len(devices)) * len(devices)
-    pad = lambda a: np.concatenate([a, np.repeat(a[-1:], B_pad - B, axis=0)])
-    sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("cfg",)),
-                                          jax.sharding.PartitionSpec("cfg"))
-    with _x64(dtype == "float64"):
-        put = lambda a, t: jax.device_put(np.asarray(pad(np.asarray(a)), t), sharding)
-        out = _solve_batch(
-            put(per["seed"], np.uint32), put(per["key_index"], np.uint32),
-            put(n, dtype), put(per["lam_W"], dtype), put(per["lam_H"], dtype),
-            put(per["lam_b"], dtype), put(per["learning_rate"], dtype), put(per["gtol"], dtype),
-            put(per["ftol"], dtype), d=d, m=m, optimizer=optimizer, max_steps=max_steps,
-            memory_size=memory_size, dtype=dtype)
+    per, static, batched = _inputs(counts, lam_W, lam_H, lam_b, d=d, m=m, seed=seed,
+                                   convention=convention, optimizer=optimizer,
+                                   learning_rate=learning_rate, max_steps=max_steps,
+                                   gtol=gtol, ftol=ftol, dtype=dtype, memory_size=memory_size,
+                                   key_index=key_index)
+    B = per["counts"].shape[0]
+    with _x64(static["dtype"] == "float64"):
+        out = _run(per, static, jax.local_devices() if devices is None else list(devices))
         out = jax.tree.map(lambda a: a[:B], jax.device_get(out))
     status = np.asarray(STATUS_NAMES)[out["status"]]
     res = Result(
         objective=out["objective"], grad_norm=out["grad_norm"], steps=out["steps"],
         status=status, converged=status == "converged", W=out["W"], H=out["H"], b=out["b"],
         class_means=out["class_means"], Z=out["Z"], metrics=out["metrics"],
-        theory=out["theory"], counts=np.asarray(n), lam_W=np.asarray(per["lam_W"]),
-        lam_H=np.asarray(per["lam_H"]), lam_b=np.asarray(per["lam_b"]),
-        seed=np.asarray(per["seed"]))
+        theory=out["theory"], counts=per["counts"], lam_W=per["lam_W"],
+        lam_H=per["lam_H"], lam_b=per["lam_b"], seed=per["seed"])
     return res if batched else jax.tree.map(lambda a: a[0], res)

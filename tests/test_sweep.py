@@ -183,3 +183,70 @@ def test_a_second_writer_process_is_refused(spec_file, tmp_path):
     assert second.returncode == 2
     assert f"another process (pid {first.pid}) is writing" in second.stderr
     assert first_rc == 0 and sweep.load(out).done.all()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_multi_host_launch(spec_file, reference, tmp_path):
+    """The README's multi-host launch, two processes on this machine with 2 forced CPU
+    devices each: one global mesh of 4 devices, each process solves its addressable
+    shards, orbax writes the chunks from both; the grid equals the one-process run."""
+    out, port = tmp_path / "run", _free_port()
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "ncjax", "sweep", str(spec_file), "--out", str(out),
+         "--chunk-size", "6", "--coordinator", f"localhost:{port}", "--num-processes", "2",
+         "--process-id", str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True) for i in range(2)]
+    res = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, res):
+        assert p.returncode == 0, e
+    assert "sharded over 4 cpu device(s) in 2 process(es)" in res[0][1]
+    assert "status converged 24" in res[0][0] and "status" not in res[1][0]  # 0 reports
+    chunk = next((out / "chunks").iterdir())
+    assert {"ocdbt.process_0", "ocdbt.process_1"} <= {q.name for q in (chunk / "default").iterdir()}
+    _same(sweep.load(out), reference, exact=False)
+
+
+def test_a_chunk_that_does_not_fit_is_split_and_retried(spec_file, reference, tmp_path,
+                                                       monkeypatch, capsys):
+    """A device that runs out of memory above 5 configurations: the chunk of 12 is retried
+    as 6 (still too many), then 3; the grid is the uninterrupted one, nothing lost."""
+    real, widths = sweep._solver.solve_sharded, []
+
+    def small_device(counts, *a, **k):
+        widths.append(len(counts))
+        if len(counts) > 5:
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+        return real(counts, *a, **k)
+
+    monkeypatch.setattr(sweep._solver, "solve_sharded", small_device)
+    g = sweep.run(spec_file, tmp_path / "run", chunk_size=12)
+    err = capsys.readouterr().err
+    assert "a chunk of 12 configurations did not fit in device memory; retrying in chunks of 6" in err
+    assert "retrying in chunks of 3" in err
+    assert widths[:3] == [12, 6, 3] and set(widths[2:]) == {3}
+    _same(g, reference, exact=False)
+    # other errors are not retried
+    monkeypatch.setattr(sweep._solver, "solve_sharded",
+                        lambda *a, **k: (_ for _ in ()).throw(ValueError("a bug")))
+    with pytest.raises(ValueError, match="a bug"):
+        sweep.run(spec_file, tmp_path / "run2", chunk_size=12, quiet=True)
+
+
+def test_chunks_are_sized_to_device_memory(spec_file, tmp_path, monkeypatch, capsys):
+    """With room for 5 configurations per device, chunks of 12 become chunks of 5."""
+    per = sweep.bytes_per_config(4, 4, 1, 10, "float64")
+    # the bytes model: ((2*10 + 12) * (K d + K m d + K) + 32 K^2) * 8 for K = d = 4, m = 1
+    assert per == ((2 * 10 + 12) * (16 + 16 + 4) + 32 * 16) * 8
+    monkeypatch.setattr(sweep, "_memory_budget", lambda devices: 5 * per + 7)
+    g = sweep.run(spec_file, tmp_path / "run", chunk_size=12)
+    assert "chunks of 5 configurations (not 12)" in capsys.readouterr().err
+    assert len(list((tmp_path / "run" / "chunks").iterdir())) == 5  # 24 cells, one K
+    assert g.done.all()
