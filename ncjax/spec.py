@@ -23,7 +23,9 @@ was expected (``SpecError``).
 
 from __future__ import annotations
 
+import functools
 import itertools
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -151,7 +153,20 @@ def _resolve(problem: dict, point: dict) -> dict:
 
 
 def _counts(problem: dict, s: dict) -> np.ndarray:
+    """Class counts of one configuration (read-only array); cached on the profile's keys,
+    which a grid of 10^5–10^6 cells repeats many times."""
     prof = problem["profile"]
+    return _counts_of(prof, json.dumps(sorted((k, s[k]) for k in PROFILE_KEYS[prof] if k in s)))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _counts_of(prof: str, items: str) -> np.ndarray:
+    n = _counts_uncached(prof, dict(json.loads(items)))
+    n.setflags(write=False)
+    return n
+
+
+def _counts_uncached(prof: str, s: dict) -> np.ndarray:
     if prof == "two_cluster":
         if "ratio" in s and "n_B" in s and "n_A" not in s:
             n_A, n_B = s["ratio"] * s["n_B"], s["n_B"]
