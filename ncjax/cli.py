@@ -53,7 +53,7 @@ def _jsonable(x):
 def result_json(r) -> dict:
     """The CLI's JSON object for one solved configuration."""
     return _jsonable({
-        "objective": r.objective, "status": str(r.status), "converged": bool(r.converged),
+        "objective": r.objective, "gap": r.gap, "status": str(r.status), "converged": bool(r.converged),
         "steps": int(r.steps), "grad_norm": r.grad_norm, "Z": r.Z, "b": r.b,
         "metrics": r.metrics, "theory": r.theory,
         "config": {"counts": r.counts, "lam_W": r.lam_W, "lam_H": r.lam_H, "lam_b": r.lam_b,
@@ -72,6 +72,7 @@ def summary(r) -> str:
         f"  lam=sqrt(lam_W lam_H)={t['lam']:.6g}  c=lam*N={t['c']:.6g}",
         f"status     {r.status} after {r.steps} steps, |grad| = {r.grad_norm:.2e}",
         f"objective  F = {r.objective:.10g}   convex P(Z,b) = {m['convex_objective']:.10g}",
+        f"certified  F - F* <= {r.gap:.2e} (duality gap, float64)",
         f"NC1        {m['nc1']:.3e}   within-class spread {m['within_spread']:.3e}",
         f"minority   spread Z {m['minority_spread_Z']:.3e}  W {m['minority_spread_W']:.3e}"
         f"  H {m['minority_spread_H']:.3e}",

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ncjax import convex as _convex
 from ncjax import metrics as _metrics
 from ncjax import model, theory
 from ncjax._validate import (InputError, as_counts, as_int, as_lam, as_seeds,
@@ -178,11 +179,26 @@ def _solve_batch(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol
     return jax.vmap(one)(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
 
 
+def _certify_one(W, H, b, n_k, lam_W, lam_H, lam_b):
+    """Certified bound on F(W, H, b) − F*, computed in float64 whatever the solve's dtype:
+    F of the point (exactly representable in float64) minus the dual value of the feasible
+    q that ``convex.dual_point`` builds from (Z, b) = (W H̄ᵀ, b). Valid for d ≥ K − 1."""
+    W, H, b = (jnp.asarray(a, jnp.float64) for a in (W, H, b))
+    value = model.ufm_objective(model.Params(W, H, b), n_k, lam_W, lam_H, lam_b)
+    lam = theory.effective_lam(lam_W, lam_H)
+    return _convex.gap(model.mean_logits(W, H), b, n_k, lam, lam_b, value=value)
+
+
+# Run under ``_x64(True)``, on the solve's outputs and float64 copies of its inputs.
+_certify_batch = jax.jit(jax.vmap(_certify_one))
+
+
 class Result(NamedTuple):
     """Per-configuration results as numpy arrays with a leading batch axis (B, ...), dropped
     when every input was unbatched. λ's are in the half convention.
 
-    objective: F at the solution; grad_norm: ‖∇F‖ in natural coordinates; steps;
+    objective: F at the solution; gap: certified bound on F − F* (float64, see
+    ``ncjax.convex``; valid for d ≥ K − 1); grad_norm: ‖∇F‖ in natural coordinates; steps;
     status: "converged" | "max_steps" | "diverged"; converged: status == "converged";
     W (K, d), H (K, m, d), b (K,), class_means (K, d), Z (K, K) with column k = W h̄_k;
     metrics, theory: dicts (``ncjax.metrics.compute``, ``ncjax.theory.predict``);
@@ -190,6 +206,7 @@ class Result(NamedTuple):
     """
 
     objective: np.ndarray
+    gap: np.ndarray
     grad_norm: np.ndarray
     steps: np.ndarray
     status: np.ndarray
@@ -265,10 +282,15 @@ def _run(per, static, devices):
                                           jax.sharding.PartitionSpec("cfg"))
     dtype = static["dtype"]
     put = lambda name, t: jax.device_put(np.asarray(pad(per[name]), t), sharding)
-    return _solve_batch(
+    out = _solve_batch(
         put("seed", np.uint32), put("key_index", np.uint32), put("counts", dtype),
         put("lam_W", dtype), put("lam_H", dtype), put("lam_b", dtype),
         put("learning_rate", dtype), put("gtol", dtype), put("ftol", dtype), **static)
+    with _x64(True):
+        out["gap"] = _certify_batch(out["W"], out["H"], out["b"], put("counts", np.float64),
+                                    put("lam_W", np.float64), put("lam_H", np.float64),
+                                    put("lam_b", np.float64))
+    return out
 
 
 def solve_sharded(counts, lam_W, lam_H, lam_b=0.0, *, devices=None, d: int | None = None,
@@ -281,7 +303,7 @@ def solve_sharded(counts, lam_W, lam_H, lam_b=0.0, *, devices=None, d: int | Non
     devices, B_pad the batch padded to a multiple of the device count (by repeating the
     last configuration). With several processes (``jax.distributed``) each process passes
     the same inputs and computes its addressable shards; nothing is fetched to the host.
-    Keys: objective, grad_norm, steps, status (int: ``STATUS_NAMES``), W, H, b,
+    Keys: objective, gap, grad_norm, steps, status (int: ``STATUS_NAMES``), W, H, b,
     class_means, Z, metrics (dict), theory (dict). Call it inside ``_x64`` for float64.
     """
     per, static, _ = _inputs(counts, lam_W, lam_H, lam_b, d=d, m=m, seed=seed,
@@ -330,7 +352,8 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
         out = jax.tree.map(lambda a: a[:B], jax.device_get(out))
     status = np.asarray(STATUS_NAMES)[out["status"]]
     res = Result(
-        objective=out["objective"], grad_norm=out["grad_norm"], steps=out["steps"],
+        objective=out["objective"], gap=out["gap"], grad_norm=out["grad_norm"],
+        steps=out["steps"],
         status=status, converged=status == "converged", W=out["W"], H=out["H"], b=out["b"],
         class_means=out["class_means"], Z=out["Z"], metrics=out["metrics"],
         theory=out["theory"], counts=per["counts"], lam_W=per["lam_W"],

@@ -54,7 +54,7 @@ def plan(grid: _spec.Grid, chunk_size: int, done=None) -> list[np.ndarray]:
 
 
 # Saved per configuration (H is not: (K, m, d) per cell, and class_means summarises it).
-_SAVED = ("objective", "grad_norm", "steps", "status", "Z", "b", "class_means", "W",
+_SAVED = ("objective", "gap", "grad_norm", "steps", "status", "Z", "b", "class_means", "W",
           "metrics", "theory")
 
 

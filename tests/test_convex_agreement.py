@@ -47,6 +47,11 @@ def _solve_all(dtype):
                        dtype=dtype)
 
 
+# Measured worst certified gaps at the default stopping rule (relative): float64 ~1e-8,
+# float32 ~1e-5 (its iterates are float32: the bound inherits their rounding).
+GAP_AT_TOL = {"float64": 1e-7, "float32": 1e-4}
+
+
 @pytest.mark.parametrize("dtype, rtol", [("float64", 1e-6), ("float32", 1e-4)])
 def test_objective_and_Z_match_cvxpy(dtype, rtol):
     assert len(CONFIGS) >= 12
@@ -60,6 +65,10 @@ def test_objective_and_Z_match_cvxpy(dtype, rtol):
         # The convex objective of the solution's own (Z, b) is sandwiched: P* ≤ P ≤ F.
         P = r.metrics["convex_objective"][i]
         np.testing.assert_allclose(P, P_star, rtol=rtol)
+        # Every solve's certificate bounds its own suboptimality (cvxpy's P* is within
+        # its 1e-10 gap of the true optimum) and is small at the solver's tolerance.
+        assert r.gap[i] >= r.objective[i] - P_star - 1e-9, f"config {i}"
+        assert r.gap[i] <= GAP_AT_TOL[dtype] * max(1.0, abs(P_star)), f"config {i}: {r.gap[i]}"
 
 
 def test_paper_convention_gives_the_same_optimum():
