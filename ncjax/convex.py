@@ -395,6 +395,14 @@ def solve_convex_batch(n_k: jax.Array, lam: jax.Array, lam_b: jax.Array, *,
     dt = jnp.dtype(dtype)
     gtol = jnp.asarray(GTOL[dt.name] if gtol is None else gtol, dt)
     n_k, lam, lam_b = (jnp.asarray(a, dt) for a in (n_k, lam, lam_b))
+    return solve_many(n_k, lam, lam_b, gtol, max_steps=max_steps, check_every=check_every,
+                      pool=pool)
+
+
+def solve_many(n_k, lam, lam_b, gtol, *, max_steps: int = 20000, check_every: int = 10,
+               pool: int | None = None) -> ConvexResult:
+    """``solve_convex_batch`` without the jit and the casts (for use inside a caller's
+    jit, e.g. per device under ``shard_map``): n_k (B, K), λ, λ_b (B,), gtol scalar."""
     if pool is not None and pool < n_k.shape[0]:
         return _solve_pooled(n_k, lam, lam_b, gtol, pool=pool, max_steps=max_steps,
                              check_every=check_every)

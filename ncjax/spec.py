@@ -14,7 +14,9 @@ A spec has four tables (every key optional unless said)::
     [axes]      NAME = [v, …] | {lin = [lo, hi, num]} | {log = [lo, hi, num]}, NAME in AXES;
                 an axis overrides the [problem] key of the same name; the grid is the
                 Cartesian product in file order (the last axis varies fastest)
-    [solver]    optimizer, gtol, ftol, max_steps, dtype, learning_rate, memory_size
+    [solver]    method = "ufm" | "convex" (``ncjax.solve``), optimizer, gtol, ftol,
+                max_steps, dtype, learning_rate, memory_size, gap_tol ("converged" then
+                also means certified: gap ≤ gap_tol·max(1, |F|)), pool (convex)
     [run]       chunk_size (integer ≥ 1)
 
 Everything is checked before anything runs; an error names the file, the key and what
@@ -38,7 +40,8 @@ from ncjax._validate import InputError
 
 AXES = ("ratio", "n_A", "n_B", "n", "K_A", "K_B", "K", "lam", "lam_W", "lam_H", "lam_b", "c",
         "seed")
-INT_KEYS = {"K_A", "K_B", "K", "seed", "d", "m", "max_steps", "memory_size", "chunk_size"}
+INT_KEYS = {"K_A", "K_B", "K", "seed", "d", "m", "max_steps", "memory_size", "chunk_size",
+            "pool"}
 PROFILE_KEYS = {
     "two_cluster": {"K_A", "K_B", "n_A", "n_B", "ratio"},
     "balanced": {"K", "n"},
@@ -51,8 +54,8 @@ TABLES = {
     "problem": {"profile", "d", "m", "loss", "convention", "groups", "counts"} | REG_KEYS
                | set().union(*PROFILE_KEYS.values()),
     "axes": set(AXES),
-    "solver": {"optimizer", "gtol", "ftol", "max_steps", "dtype", "learning_rate",
-               "memory_size"},
+    "solver": {"method", "optimizer", "gtol", "ftol", "max_steps", "dtype", "learning_rate",
+               "memory_size", "gap_tol", "pool"},
     "run": {"chunk_size"},
 }
 
@@ -224,7 +227,7 @@ def _check_problem(path, problem, axes):
 
 def _check_types(path, table, name, v):
     key = f"[{table}].{name}"
-    if name in ("profile", "loss", "convention", "optimizer", "dtype"):
+    if name in ("profile", "loss", "convention", "optimizer", "dtype", "method"):
         if not isinstance(v, str):
             raise _err(path, key, "a string", v)
         return v
@@ -259,7 +262,7 @@ def loads(text: str, path: str = "<spec>") -> Spec:
     run = {k: _check_types(path, "run", k, v) for k, v in raw.get("run", {}).items()}
     axes = {k: _axis_values(path, k, v) for k, v in raw.get("axes", {}).items()}
     _check_problem(path, problem, axes)
-    for name, v in (("max_steps", 1), ("memory_size", 1)):
+    for name, v in (("max_steps", 1), ("memory_size", 1), ("pool", 1)):
         if name in solver and solver[name] < v:
             raise _err(path, f"[solver].{name}", f">= {v}", solver[name])
     if "chunk_size" in run and run["chunk_size"] < 1:
@@ -268,6 +271,11 @@ def loads(text: str, path: str = "<spec>") -> Spec:
         raise _err(path, "[solver].dtype", "'float32' or 'float64'", solver["dtype"])
     if solver.get("optimizer", "lbfgs") not in ("lbfgs", "adam", "gd"):
         raise _err(path, "[solver].optimizer", "'lbfgs', 'adam' or 'gd'", solver["optimizer"])
+    if solver.get("method", "ufm") not in ("ufm", "convex"):
+        raise _err(path, "[solver].method", "'ufm' or 'convex'", solver["method"])
+    for name in ("gtol", "ftol", "gap_tol", "learning_rate"):
+        if name in solver and solver[name] <= 0 and name != "ftol":
+            raise _err(path, f"[solver].{name}", "a number > 0", solver[name])
     spec = Spec(path, problem, axes, solver, run, text)
     expand(spec)  # impossible settings are refused now, before anything runs
     return spec

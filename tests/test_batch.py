@@ -1,6 +1,10 @@
 """One vmapped program for a batch: a configuration's result does not depend on its
 batch, values recompile nothing, and a NaN stays in its own configuration."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -53,3 +57,26 @@ def test_a_diverging_configuration_leaves_the_others_untouched():
         np.testing.assert_allclose(bad.Z[i], good.Z[i], rtol=1e-12)
     # the diverged one keeps its last finite iterate
     assert np.isfinite(bad.objective[1]) and np.isfinite(bad.Z[1]).all()
+
+
+def test_convex_method_on_four_devices_equals_one(tmp_path):
+    """method="convex" shards the batch with shard_map (one pool per device): 10
+    configurations (padded to 12) on 4 forced CPU devices = on 1, objective to 1e-12,
+    Z to 1e-6 (another batch layout rounds differently in flat directions)."""
+    code = """
+import numpy as np, ncjax, jax
+c = np.array([[500.0] * 5 + [100.0] * 5] * 10)
+lam = np.sqrt(100) / 3000 * np.linspace(0.5, 2, 10)
+r = ncjax.solve(c, 0.01, lam**2 / 0.01, method="convex", dtype="float64", pool=2)
+np.savez(OUT, objective=r.objective, Z=r.Z, n=jax.local_device_count())
+"""
+    for n in (1, 4):
+        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        out = tmp_path / f"{n}.npz"
+        p = subprocess.run([sys.executable, "-c", code.replace("OUT", repr(str(out)))],
+                           env=env, capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    one, four = np.load(tmp_path / "1.npz"), np.load(tmp_path / "4.npz")
+    assert int(one["n"]) == 1 and int(four["n"]) == 4
+    np.testing.assert_allclose(four["objective"], one["objective"], rtol=1e-12)
+    np.testing.assert_allclose(four["Z"], one["Z"], atol=1e-6)

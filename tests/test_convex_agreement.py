@@ -80,3 +80,34 @@ def test_paper_convention_gives_the_same_optimum():
     np.testing.assert_allclose(r.objective, P_star, rtol=1e-6)
     np.testing.assert_allclose(r.lam_W, 10 * l)
     np.testing.assert_allclose(r.lam_b, 2 * lam_b_paper)
+
+
+def test_convex_method_matches_cvxpy_and_is_certified():
+    """solve(method="convex") on the same settings, d = 12, m = 3: P to 1e-7 of cvxpy, gap
+    ≤ 1e-8, and its factorisation (W, H) reproduces Z with F = P and the collapse metrics."""
+    counts = np.stack([c for c, _, _ in CONFIGS])
+    lam = np.array([lam for _, lam, _ in CONFIGS])
+    lam_b = np.array([lb for _, _, lb in CONFIGS])
+    r = ncjax.solve(counts, 0.01, lam**2 / 0.01, lam_b, method="convex", dtype="float64",
+                    d=12, m=3)
+    assert r.converged.all() and np.isnan(r.grad_norm).all()
+    assert r.W.shape == (len(CONFIGS), 10, 12) and r.H.shape == (len(CONFIGS), 10, 3, 12)
+    for i, (n, lam_i, lam_b_i) in enumerate(CONFIGS):
+        P_star = convex_optimum(tuple(n), lam_i, lam_b_i)[0]
+        np.testing.assert_allclose(r.objective[i], P_star, rtol=1e-7, err_msg=f"config {i}")
+        assert -1e-12 <= r.gap[i] <= 1e-8, (i, r.gap[i])
+    np.testing.assert_allclose(np.einsum("bcd,bkd->bck", r.W, r.class_means), r.Z, atol=1e-10)
+    np.testing.assert_allclose(r.metrics["convex_objective"], r.objective, rtol=1e-12)
+    assert (r.metrics["nc1"] < 1e-12).all()
+    near = np.abs(lam / np.array([_lam_star(n) for n, _, _ in CONFIGS]) - 1) < 0.02
+    assert np.array_equal(r.metrics["minority_collapsed"][~near] == 1,
+                          r.theory["minority_collapse"][~near] == 1)
+
+
+def test_gap_tol_marks_uncertified_solutions():
+    """A float32 solve cannot certify 1e-9: with gap_tol it says so instead of "converged"."""
+    n, lam, _ = CONFIGS[0]
+    loose = ncjax.solve(n, 0.01, lam**2 / 0.01, gap_tol=1e-3)
+    tight = ncjax.solve(n, 0.01, lam**2 / 0.01, gap_tol=1e-9)
+    assert loose.status == "converged" and tight.status == "uncertified"
+    assert tight.gap > 1e-9 and loose.objective == tight.objective

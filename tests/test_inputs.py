@@ -42,7 +42,13 @@ def test_bad_input_is_refused(override, words):
                                        (dict(optimizer="sgd"), "optimizer"),
                                        (dict(dtype="float16"), "dtype"),
                                        (dict(seed=[1, 2], lam_b=[0.1, 0.1, 0.1]),
-                                        "mismatched batch sizes")])
+                                        "mismatched batch sizes"),
+                                       (dict(method="newton"), "method must be one of"),
+                                       (dict(method="convex", d=1), "needs d >= K - 1"),
+                                       (dict(method="convex", gtol=[1e-9, 1e-8]),
+                                        "one gtol"),
+                                       (dict(method="convex", pool=0), "pool must be >= 1"),
+                                       (dict(gap_tol=0.0), "gap_tol must be > 0")])
 def test_bad_setting_is_refused(kw, words):
     with pytest.raises(ncjax.InputError, match=words):
         ncjax.solve(**{**GOOD, **kw})

@@ -117,6 +117,10 @@ def _refused(text, *words):
     ("seed = [0, 1]", "seed = [0, 1.5]", ["[axes].seed", "integer"]),
     ("seed = [0, 1]", "seed = [0, 1]\n[solver]\ndtype = 'float16'", ["[solver].dtype"]),
     ("seed = [0, 1]", "seed = [0, 1]\n[run]\nchunk_size = 0", ["[run].chunk_size"]),
+    ("seed = [0, 1]", "seed = [0, 1]\n[solver]\nmethod = 'newton'", ["[solver].method", "'convex'"]),
+    ("seed = [0, 1]", "seed = [0, 1]\n[solver]\ngap_tol = 0", ["[solver].gap_tol", "> 0"]),
+    ("seed = [0, 1]", "seed = [0, 1]\n[solver]\npool = 0", ["[solver].pool", ">= 1"]),
+    ("seed = [0, 1]", "seed = [0, 1]\n[solver]\npool = 2.5", ["[solver].pool", "integer"]),
     ("K_A = 5\n", "K_A = 5\n= broken\n", ["not valid TOML"]),
 ])
 def test_refused_specs_name_the_key(old, new, words):
