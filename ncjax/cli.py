@@ -162,10 +162,16 @@ def _show_text(g, where) -> str:
         m, t = g["metrics.minority_collapsed"], g["theory.minority_collapse"]
         ok = np.isfinite(m)
         lines.append(f"  minority collapse measured in {int(np.nansum(m))} of {ok.sum()} solved "
-                     f"cells, predicted in {int(np.sum(t[ok] == 1))}; agree in "
-                     f"{np.mean(m[ok] == t[ok]):.1%}")
+                     f"cells, predicted in {int(np.sum(t[ok] == 1))}; they differ in "
+                     f"{int(np.sum(m[ok] != t[ok]))}")
+        grad = g["grad_norm"][np.isfinite(g["grad_norm"])]
         lines.append(f"  objective {np.nanmin(g['objective']):.6g} .. "
-                     f"{np.nanmax(g['objective']):.6g}; max |grad| {np.nanmax(g['grad_norm']):.2e}")
+                     f"{np.nanmax(g['objective']):.6g}"
+                     + (f"; max |grad| {grad.max():.2e}" if grad.size else ""))
+        if "gap" in g.fields:
+            rel = g["gap"] / np.maximum(1.0, np.abs(g["objective"]))
+            lines.append(f"  certified gap F - F* <= {np.nanmax(g['gap']):.2e} "
+                         f"(relative {np.nanmax(rel):.2e}) in every solved cell")
     return "\n".join(lines)
 
 
