@@ -176,12 +176,15 @@ def _show_text(g, where) -> str:
 
 
 def _plot(args) -> int:
-    """The (n_B, λ) phase diagram of a sweep, with the theory's boundary on top."""
+    """The (n_B, λ) phase diagram of a sweep, with the theory's boundary on top; for a
+    "steps" profile with a lam or c axis, the group-threshold figure (``_plot_groups``)."""
     from pathlib import Path
 
     from ncjax import plot, sweep
 
     g = sweep.load(args.dir)
+    if g.spec.problem.get("profile") == "steps" and {"lam", "c"} & set(g.axes):
+        return _plot_groups(args, g)
     if not {"n_B", "lam"} <= set(g.axes):
         raise InputError(f"{args.dir}: plot draws (n_B, lam) phase diagrams; this run's axes "
                          f"are {list(g.axes)}")
@@ -208,6 +211,132 @@ def _plot(args) -> int:
     agree = (collapsed == pred)[far & solved].mean()
     print(f"measured collapse agrees with lam* = sqrt(n_B)/N in {agree:.1%} of the "
           f"{int((far & solved).sum())} solved cells farther than 2% from it")
+    print(f"wrote {out}")
+    return 0
+
+
+# A cell enters the group-threshold study only if certified: status converged and duality
+# gap F - F* <= GAP_TOL (absolute; every objective here is O(1)).
+GAP_TOL = 1e-8
+
+
+def _fmt_interval(lo, hi) -> str:
+    return f"[{lo:.6g}, {hi:.6g}]"
+
+
+def _plot_groups(args, g) -> int:
+    """Group thresholds of a "steps" profile over λ (or c = λN): per group of ≥ 2 classes
+    sharing a count n_g, the measured collapse threshold (``analysis.collapse_threshold`` of the
+    group's spread of Z, certified cells only) against the conjecture sqrt(n_g)/N; the
+    measured Z = 0 threshold against sqrt(n_max)/N and the exact condition ‖G(π)‖_op ≤ λ
+    (λ_b = 0); where neighbouring groups merge into one cluster. Prints one line each and
+    draws ``plot.group_spreads``."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from ncjax import analysis, plot, profiles
+    from ncjax.metrics import COLLAPSE_TOL, ZERO_ATOL
+
+    x_name = "lam" if "lam" in g.axes else "c"
+    others = {k: v[0].item() for k, v in g.axes.items() if k != x_name}
+    if others:
+        print(f"ncjax: plotting the slice {others}", file=sys.stderr)
+        g = g.sel(**others)
+    x = g.axes[x_name]
+    order = np.argsort(x)
+    x = x[order]
+    n = profiles.steps(g.spec.problem["groups"])
+    N = float(n.sum())
+    unit = N if x_name == "c" else 1.0  # thresholds in the axis' units
+    sym = "c" if x_name == "c" else "lam"
+    n_g = np.unique(n)[::-1]
+    K_g = np.array([int(np.sum(n == v)) for v in n_g])
+    first = np.array([int(np.flatnonzero(n == v)[0]) for v in n_g])
+    members = [np.flatnonzero(n == v) for v in n_g]
+
+    ok = g.status[order] == "converged"
+    if "gap" in g.fields:
+        ok &= g["gap"][order] <= GAP_TOL
+    spread = np.where(ok[:, None], g["metrics.spread_Z_group"][order][:, first], np.nan).T
+    pred = np.sqrt(n_g) / N * unit
+    meas = np.full(n_g.size, np.nan)
+    steps = "[" + ", ".join(f"[{k}, {v:g}]" for k, v in g.spec.problem["groups"]) + "]"
+    print(f"group thresholds, profile steps {steps}, "
+          f"N = {N:g}: conjecture {sym}_g = {'sqrt(n_g)' if sym == 'c' else 'sqrt(n_g)/N'}; "
+          f"measured: group spread of Z <= {COLLAPSE_TOL:g} from there on "
+          f"({int(ok.sum())} of {ok.size} cells certified: converged, gap <= {GAP_TOL:g})")
+    for i in range(n_g.size):
+        if K_g[i] < 2:
+            print(f"  n_g={n_g[i]:g} K_g=1 predicted=none (one class: nothing to collapse)")
+            continue
+        est, lo, hi = analysis.collapse_threshold(x, spread[i], COLLAPSE_TOL)
+        meas[i] = est
+        if np.isfinite(est):
+            got = (f"measured={est:.6g} deviation={est / pred[i] - 1:+.2%} "
+                   f"bracket={_fmt_interval(lo, hi)}")
+            z0 = analysis.spread_zero(x, spread[i])
+            if np.isfinite(z0):
+                got += f" spread->0 at {z0:.6g} ({z0 / pred[i] - 1:+.3%})"
+        elif np.isfinite(hi):
+            got = f"measured=below {hi:.6g} (collapsed at every certified point)"
+        elif np.isfinite(lo):
+            got = f"measured=above {lo:.6g} (not collapsed at the largest certified point)"
+        else:
+            got = "measured=none (no certified point)"
+        print(f"  n_g={n_g[i]:g} K_g={K_g[i]} predicted={pred[i]:.6g} {got}")
+
+    zero = np.where(ok, g["metrics.zero_solution"][order], np.nan)
+    _, z_lo, z_hi = analysis.collapse_threshold(x, 1.0 - zero, 0.5)
+    Zr = np.swapaxes(g["Z"][order], -1, -2)  # rows z_k
+    scale = np.max(np.linalg.norm(Zr, axis=-1), axis=-1)
+    # max_k ‖z_k‖ falls linearly to 0: where it gets there, from the last points above
+    z0 = analysis.spread_zero(x, np.where(ok, scale, np.nan), eps=ZERO_ATOL)
+    pi = n / N
+    G_pi = (pi[:, None] - np.eye(n.size)) * np.sqrt(n)[None, :]  # N·G(q), q_k = π for all k
+    lam_b = others.get("lam_b", g.spec.problem.get("lam_b", 0.0))
+    per_N = "" if x_name == "c" else "/N"
+    exact = (f"; exact condition ||N G(pi)||_op{per_N} = "
+             f"{np.linalg.norm(G_pi, 2) / N * unit:.6g}" if lam_b == 0 else "")
+    shared = (f"sqrt(n_max){per_N} = {np.sqrt(n.max()) / N * unit:.6g} (n_max shared by "
+              f"{K_g[0]} classes)" if K_g[0] >= 2 else
+              f"n_max held by one class (sqrt(n_max){per_N} not claimed)")
+    where = (f"from {sym} in {_fmt_interval(z_lo, z_hi)}" if np.isfinite(z_lo) and np.isfinite(z_hi)
+             else "nowhere on the grid" if np.isfinite(z_lo) else "at every certified point")
+    if np.isfinite(z0):
+        where += f", max_k ||z_k|| -> 0 at {z0:.6g}"
+    print(f"  Z = 0 measured {where}; {shared}{exact}")
+
+    extra = []
+    for i in range(n_g.size - 1):
+        both = np.concatenate([members[i], members[i + 1]])
+        V = Zr[:, both]
+        d = np.max(np.linalg.norm(V[:, :, None] - V[:, None, :], axis=-1), axis=(1, 2))
+        rel = np.where(ok & (zero == 0), d / np.where(scale > 0, scale, 1.0), np.nan)
+        est, lo, hi = analysis.collapse_threshold(x, rel, COLLAPSE_TOL)
+        pair = f"n_g={n_g[i]:g} and n_g={n_g[i + 1]:g}"
+        if np.isfinite(est):
+            extra.append(("$s$ of two neighbouring\ngroups together (merge)", rel))
+            print(f"  merge {pair}: one cluster from {sym}={est:.6g} "
+                  f"bracket={_fmt_interval(lo, hi)} until Z = 0")
+        elif np.isfinite(hi):
+            print(f"  merge {pair}: one cluster at every certified point with Z != 0")
+        else:
+            print(f"  merge {pair}: apart wherever Z != 0")
+
+    out = Path(args.out) if args.out else Path(args.dir) / "groups.png"
+    multi = K_g >= 2
+    xlabel = (r"$c=\lambda N$" if x_name == "c" else r"$\lambda=\sqrt{\lambda_W\lambda_H}$")
+    fig = plot.group_spreads(
+        x, spread[multi], n_g[multi], K_g[multi], pred[multi], tol=COLLAPSE_TOL,
+        lam_meas=meas[multi], lam_zero=z_hi if np.isfinite(z_hi) else None, extra=extra,
+        xlabel=xlabel,
+        pred_label=r"\sqrt{n_g}" if x_name == "c" else r"\sqrt{n_g}/N",
+        title=f"{Path(args.dir).name}: "
+              + " + ".join(f"{k}$\\times${v:g}" for k, v in g.spec.problem["groups"])
+              + f" ($K_g\\times n_g$), N = {N:g}; {int(ok.sum())} certified solutions",
+        out=out)
+    plt.close(fig)
     print(f"wrote {out}")
     return 0
 
@@ -247,9 +376,11 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="axes, progress, status counts and headline metrics")
     sh.add_argument("dir")
     sh.set_defaults(run=_show)
-    pl = sub.add_parser("plot", help="draw the (n_B, lam) phase diagram of a sweep")
+    pl = sub.add_parser("plot", help="draw a sweep: the (n_B, lam) phase diagram, or "
+                        "the per-group spreads of a 'steps' profile against lam or c")
     pl.add_argument("dir")
-    pl.add_argument("--out", default=None, help="figure file (default DIR/phase.png)")
+    pl.add_argument("--out", default=None, help="figure file, .png or .pdf (default "
+                    "DIR/phase.png, or DIR/groups.png for a 'steps' run)")
     pl.set_defaults(run=_plot)
     return p
 
