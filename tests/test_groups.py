@@ -87,7 +87,7 @@ def test_plot_measures_group_thresholds(run, tmp_path, capsys):
     assert z0 == pytest.approx(np.sqrt(100) / N, rel=1e-2)
     # Z = 0 from sqrt(500)/N, the exact condition ||G(pi)||_op <= λ saying the same
     zline = re.search(r"Z = 0 measured from lam in \[(\S+), (\S+)\], max_k \|\|z_k\|\| -> 0 "
-                      r"at (\S+); sqrt\(n_max\)/N = (\S+) .*\|\|G\(pi\)\|\|_op/N = (\S+)", text)
+                      r"at (\S+); sqrt\(n_max\)/N = (\S+) .*\|\|N G\(pi\)\|\|_op/N = (\S+)", text)
     assert zline, text
     lo, hi, z0, shared, exact = map(float, zline.groups())
     assert lo < np.sqrt(500) / N <= hi
