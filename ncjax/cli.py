@@ -341,6 +341,20 @@ def _plot_groups(args, g) -> int:
     return 0
 
 
+def _report(args) -> int:
+    """Write the markdown agreement report of a sweep (``ncjax.report``); print where."""
+    from pathlib import Path
+
+    from ncjax import report, sweep
+
+    g = sweep.load(args.dir)
+    out = report.write(g, Path(args.out) if args.out else Path(args.dir) / "report.md",
+                       title=str(args.dir))
+    print(f"wrote {out}")
+    print(report.headline(report.agreement(g)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ncjax", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -382,6 +396,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--out", default=None, help="figure file, .png or .pdf (default "
                     "DIR/phase.png, or DIR/groups.png for a 'steps' run)")
     pl.set_defaults(run=_plot)
+    rp = sub.add_parser("report", help="write a markdown report of a sweep's agreement "
+                        "with the theory (collapse, boundary, gap, cosines)")
+    rp.add_argument("dir")
+    rp.add_argument("--out", default=None, help="markdown file (default DIR/report.md)")
+    rp.set_defaults(run=_report)
     return p
 
 
