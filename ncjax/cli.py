@@ -186,8 +186,7 @@ def _plot(args) -> int:
     if g.spec.problem.get("profile") == "steps" and {"lam", "c"} & set(g.axes):
         return _plot_groups(args, g)
     if not {"n_B", "lam"} <= set(g.axes):
-        raise InputError(f"{args.dir}: plot draws (n_B, lam) phase diagrams; this run's axes "
-                         f"are {list(g.axes)}")
+        return _plot_curves(args, g)
     others = {k: v[0].item() for k, v in g.axes.items() if k not in ("n_B", "lam")}
     if others:
         print(f"ncjax: plotting the slice {others}", file=sys.stderr)
@@ -213,6 +212,67 @@ def _plot(args) -> int:
           f"{int((far & solved).sum())} solved cells farther than 2% from it")
     print(f"wrote {out}")
     return 0
+
+
+def _plot_curves(args, g) -> int:
+    """One-axis runs: under λ = c/N with a sample-size axis, the mean cosines of Z against
+    it (``plot.cosines``, the angle study); otherwise the minority spread along the run's
+    λ or sample-size axis with the theory's crossing (``plot.spread_curve``)."""
+    from pathlib import Path
+
+    from ncjax import plot, report
+
+    name = Path(args.dir).name
+    per_N = "c" in g.axes or "c" in g.spec.problem
+    cos = report.cosines(g) if per_N else None
+    b = report.boundary(g)
+    if cos is None and b["axis"] is None:
+        raise InputError(f"{args.dir}: nothing to plot for axes {list(g.axes)}: plot draws "
+                         "(n_B, lam) phase diagrams, one-axis lam / c / sample-size curves "
+                         "and 'steps' group thresholds")
+    out = Path(args.out) if args.out else Path(args.dir) / ("angles.png" if cos else "spread.png")
+    symbols = {"n_A": r"$n_A$", "n_B": r"$n_B$", "n": r"$n$", "ratio": r"ratio $n_A/n_B$",
+               "lam": r"$\lambda=\sqrt{\lambda_W\lambda_H}$", "c": r"$c=\lambda N$"}
+    if cos is not None:
+        axis = cos["axis"]
+        labels = [", ".join(f"{k} = {v:g}" for k, v in r["where"].items()) or "all"
+                  for r in cos["rows"]]
+        vals = {key: [] for key in ("AA", "BB", "AB")}
+        for where, idx in report._lines(g, axis):
+            for key in vals:
+                vals[key].append(g[f"metrics.cos_Z_{key}"][idx])
+        x = np.asarray(g.axes[axis], float)
+        plot.cosines(x, {k: np.array(v) for k, v in vals.items()}, cos["rows"][0]["etf"],
+                     line_labels=labels, xlabel=f"{symbols.get(axis, axis)} (samples)",
+                     title=f"{name}: mean cosines of the class-mean logits, "
+                           f"{g.status.size} cells", out=out)
+        for r, lab in zip(cos["rows"], labels):
+            print(f"{lab}: {axis} {r['small']:g} -> {r['large']:g}: "
+                  + "  ".join(f"cos {k} {r[k + '_small']:+.5f} -> {r[k + '_large']:+.5f}"
+                              for k in ("AA", "BB", "AB")) + f"  (ETF {r['etf']:+.5f})")
+    else:
+        axis = b["axis"]
+        labels = [", ".join(f"{k} = {v:g}" for k, v in ln["where"].items()) or "all"
+                  for ln in b["lines"]]
+        spreads = [np.where(g.status[idx] == "converged",
+                            g["metrics.minority_spread_Z"][idx], np.nan)
+                   for _, idx in report._lines(g, axis)]
+        x = np.asarray(g.axes[axis], float)
+        plot.spread_curve(x, np.array(spreads), np.array([ln["predicted"] for ln in b["lines"]]),
+                          line_labels=labels, tol=_metric_tol(), xlabel=symbols.get(axis, axis),
+                          log_x=axis in ("lam", "c"),
+                          title=f"{name}: minority spread along {axis}", out=out)
+        for ln, lab in zip(b["lines"], labels):
+            print(f"{lab}: measured {axis} {ln['measured']:.6g}, theory {ln['predicted']:.6g}"
+                  f" ({ln['deviation']:+.3%})" + (f"  {ln['note']}" if ln["note"] else ""))
+    print(f"wrote {out}")
+    return 0
+
+
+def _metric_tol() -> float:
+    from ncjax.metrics import COLLAPSE_TOL
+
+    return COLLAPSE_TOL
 
 
 # A cell enters the group-threshold study only if certified: status converged and duality

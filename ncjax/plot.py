@@ -107,3 +107,63 @@ def _minor_label(v, _pos):
     if not (np.isclose(m, 2) or np.isclose(m, 5)):
         return ""
     return f"{v:g}" if 0 <= e <= 3 else rf"${m:.0f}\times10^{{{e:.0f}}}$"
+
+
+_COS_STYLE = {"AA": ("within A", "C0"), "BB": ("within B", "C3"), "AB": ("A-B", "C2")}
+
+
+def cosines(n, cos, etf, *, line_labels, xlabel=r"majority class size $n_A$ (samples)",
+            title="", out=None):
+    """Mean cosines of the class-mean logits against sample size, with the simplex ETF.
+
+    Args:
+      n: (L,) sample sizes (log x axis).
+      cos: {"AA" | "BB" | "AB": (P, L)} mean cosines within A, within B, across A–B, one
+        row per line of the other axes (e.g. λ_b values).
+      etf: −1/(K−1), drawn as a horizontal line.
+      line_labels: (P,) labels of the rows (solid, dashed, dotted, … in that order).
+    Returns the figure; saved to ``out`` (.png or .pdf) when given.
+    """
+    fig, ax = plt.subplots(figsize=(8.0, 4.2), constrained_layout=True)
+    styles = ["-", "--", ":", "-."]
+    for p, lab in enumerate(line_labels):
+        for key, (name, colour) in _COS_STYLE.items():
+            ax.plot(n, cos[key][p], styles[p % 4], color=colour, lw=1.6,
+                    label=f"{name}, {lab}")
+    ax.axhline(etf, color="k", lw=1, ls=(0, (1, 2)), label=rf"ETF $-1/(K-1) = {etf:.4f}$")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(r"mean $\cos(z_j, z_k)$")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    if out is not None:
+        fig.savefig(out, dpi=150)
+    return fig
+
+
+def spread_curve(x, spreads, x_pred, *, line_labels, tol, xlabel, log_x=True, title="",
+                 out=None, floor=1e-12):
+    """Minority spread of Z along one axis (λ or a sample size), one curve per line of the
+    other axes, with the theory's crossing x_pred (one per line, NaN: none on the grid) as
+    vertical lines and the collapse tolerance as a horizontal one.
+
+    x: (L,); spreads: (P, L); x_pred: (P,); line_labels: (P,).
+    """
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), constrained_layout=True)
+    for p, lab in enumerate(line_labels):
+        c = f"C{p}"
+        ax.plot(x, np.maximum(spreads[p], floor), color=c, lw=1.6, label=lab)
+        if np.isfinite(x_pred[p]):
+            ax.axvline(x_pred[p], color=c, ls="--", lw=1,
+                       label=f"theory, {lab}: {x_pred[p]:.4g}")
+    ax.axhline(tol, color="k", ls=":", lw=1, label=f"collapse tolerance {tol:g}")
+    ax.set_yscale("log")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(r"minority spread $\max_{j,k\in B}\|z_j-z_k\|/\max_k\|z_k\|$")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, framealpha=0.85)
+    if out is not None:
+        fig.savefig(out, dpi=150)
+    return fig

@@ -154,3 +154,33 @@ def test_report_sample_axis(na_run, tmp_path, capsys):
                    f"| {g['metrics.cos_Z_BB'][i, j]:+.6f} | {g['metrics.cos_Z_AB'][i, j]:+.6f} "
                    f"| {-1 / 3:+.6f} |")
             assert row in text
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_of_a_sample_size_run(na_run, tmp_path, capsys):
+    """`ncjax plot` on a one-axis n_A run: the minority spread along n_A, and the printed
+    crossing is the exact n_A* = (sqrt(n_B)/λ − K_B n_B)/K_A."""
+    png = tmp_path / "s.png"
+    assert main(["plot", str(na_run), "--out", str(png)]) == 0
+    assert png.read_bytes()[:8] == PNG
+    out = capsys.readouterr().out
+    for theory in re.findall(r"theory n_A ([\d.]+)", out):
+        assert float(theory) == pytest.approx((np.sqrt(20) / 0.02 - 2 * 20) / 2, rel=1e-5)
+    assert len(re.findall(r"measured n_A", out)) == 2
+
+
+def test_plot_of_an_angle_run(tmp_path, capsys):
+    """Under λ = c/N with an n_A axis: the cosine figure, and its printed cosines are the
+    grid's at the smallest and largest n_A."""
+    spec = tmp_path / "angles.toml"
+    spec.write_text(NA_SPEC.replace("lam = 0.02", "c = 0.1"))
+    g = sweep.run(spec, tmp_path / "run", quiet=True)
+    pdf = tmp_path / "a.pdf"
+    assert main(["plot", str(tmp_path / "run"), "--out", str(pdf)]) == 0
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    out = capsys.readouterr().out
+    j = 0  # first lam_b line
+    want = f"cos AA {g['metrics.cos_Z_AA'][0, j]:+.5f} -> {g['metrics.cos_Z_AA'][-1, j]:+.5f}"
+    assert want in out and "(ETF -0.33333)" in out
