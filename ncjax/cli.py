@@ -221,6 +221,7 @@ def _plot_curves(args, g) -> int:
     from pathlib import Path
 
     from ncjax import plot, report
+    from ncjax.metrics import COLLAPSE_TOL
 
     name = Path(args.dir).name
     per_N = "c" in g.axes or "c" in g.spec.problem
@@ -238,7 +239,7 @@ def _plot_curves(args, g) -> int:
         labels = [", ".join(f"{k} = {v:g}" for k, v in r["where"].items()) or "all"
                   for r in cos["rows"]]
         vals = {key: [] for key in ("AA", "BB", "AB")}
-        for where, idx in report._lines(g, axis):
+        for where, idx in report.lines(g, axis):
             for key in vals:
                 vals[key].append(g[f"metrics.cos_Z_{key}"][idx])
         x = np.asarray(g.axes[axis], float)
@@ -256,10 +257,10 @@ def _plot_curves(args, g) -> int:
                   for ln in b["lines"]]
         spreads = [np.where(g.status[idx] == "converged",
                             g["metrics.minority_spread_Z"][idx], np.nan)
-                   for _, idx in report._lines(g, axis)]
+                   for _, idx in report.lines(g, axis)]
         x = np.asarray(g.axes[axis], float)
         plot.spread_curve(x, np.array(spreads), np.array([ln["predicted"] for ln in b["lines"]]),
-                          line_labels=labels, tol=_metric_tol(), xlabel=symbols.get(axis, axis),
+                          line_labels=labels, tol=COLLAPSE_TOL, xlabel=symbols.get(axis, axis),
                           log_x=axis in ("lam", "c"),
                           title=f"{name}: minority spread along {axis}", out=out)
         for ln, lab in zip(b["lines"], labels):
@@ -267,12 +268,6 @@ def _plot_curves(args, g) -> int:
                   f" ({ln['deviation']:+.3%})" + (f"  {ln['note']}" if ln["note"] else ""))
     print(f"wrote {out}")
     return 0
-
-
-def _metric_tol() -> float:
-    from ncjax.metrics import COLLAPSE_TOL
-
-    return COLLAPSE_TOL
 
 
 # A cell enters the group-threshold study only if certified: status converged and duality

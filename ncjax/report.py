@@ -24,7 +24,7 @@ MAX_LISTED = 20     # unconverged cells listed
 MAX_ROWS = 40       # rows of the per-line tables
 
 
-def _lines(g, axis: str):
+def lines(g, axis: str):
     """Yield (other-axis values dict, index tuple selecting the line along ``axis``)."""
     names = list(g.axes)
     ax = names.index(axis)
@@ -107,7 +107,7 @@ def boundary(g) -> dict:
     with np.errstate(divide="ignore", invalid="ignore"):
         f = g["theory.lam"] / g["theory.lam_star"] - 1
     pred_field = g["theory.c_star" if axis == "c" else "theory.lam_star"]
-    for where, idx in _lines(g, axis):
+    for where, idx in lines(g, axis):
         s = spread[idx][order]
         if mode == "lambda":
             p = pred_field[idx][order]
@@ -179,7 +179,7 @@ def cosines(g) -> dict | None:
     x = np.asarray(g.axes[axis], float)
     lo, hi = int(np.argmin(x)), int(np.argmax(x))
     rows = []
-    for where, idx in _lines(g, axis):
+    for where, idx in lines(g, axis):
         row = {"where": where, "small": x[lo], "large": x[hi]}
         for pair in ("AA", "BB", "AB"):
             v = g[f"metrics.cos_Z_{pair}"][idx]
