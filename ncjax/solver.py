@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from ncjax import convex as _convex
+from ncjax import fused as _fused
 from ncjax import metrics as _metrics
 from ncjax import model, theory
 from ncjax._validate import (InputError, as_counts, as_int, as_lam, as_seeds,
@@ -98,6 +99,22 @@ def _optimizer(name: str, learning_rate, memory_size: int):
     return {"adam": optax.adam, "gd": optax.sgd}[name](learning_rate)
 
 
+def _step(opt, optimizer, f, value_and_grad, x, opt_state, value, grad):
+    """One optimiser step from x, where F(x) = value and ∇F(x) = grad; returns
+    (x', opt_state', F(x'), ∇F(x')). L-BFGS steps by its zoom line search (the accepted
+    point's value and gradient come from its state); adam/gd step and evaluate F there.
+    Shared by ``_solve_one`` and ``ncjax.trace``."""
+    if optimizer == "lbfgs":
+        updates, opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,
+                                        value_fn=f)
+        x = optax.apply_updates(x, updates)
+        return x, opt_state, optax.tree.get(opt_state, "value"), optax.tree.get(opt_state, "grad")
+    updates, opt_state = opt.update(grad, opt_state, x)
+    x = optax.apply_updates(x, updates)
+    value, grad = value_and_grad(x)
+    return x, opt_state, value, grad
+
+
 class _Carry(NamedTuple):
     x: Natural
     opt_state: optax.OptState
@@ -108,14 +125,16 @@ class _Carry(NamedTuple):
     value_ref: jax.Array  # objective WINDOW steps ago (at the last multiple of WINDOW)
 
 
-def _solve_one(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
-               d, m, optimizer, max_steps, memory_size, dtype):
-    """Minimise F for one configuration from a random start; pure, vmapped by ``solve``.
+def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
+          d, m, optimizer, max_steps, memory_size, dtype):
+    """The solver's iteration for one configuration as (carry₀, cond, body), pure.
 
-    Stops at the first step where ‖∇‖ ≤ gtol·‖∇₀‖ or the objective moved by at most
-    ftol·max(|F|, 1) over the last WINDOW steps (converged; ftol = 0 turns this off), where F or ∇ is not finite
-    (diverged; the last finite iterate is kept) or at max_steps (max_steps).
-    Returns (x, F, ‖∇‖, steps, status).
+    ``body`` takes one optimiser step and applies the stopping rule: status becomes
+    converged at the first step where ‖∇‖ ≤ gtol·‖∇₀‖ or the objective moved by at most
+    ftol·max(|F|, 1) over the last WINDOW steps (ftol = 0 turns this off), diverged where F
+    or ∇ is not finite (the last finite iterate is kept), max_steps at max_steps; ``cond``
+    is true while it runs. ``_solve_one`` runs it in a ``lax.while_loop``; the benchmarks
+    also step it from Python, one configuration at a time.
     """
     def f(x):
         return model.ufm_objective(from_natural(x, n_k, lam_W, lam_H), n_k, lam_W, lam_H, lam_b)
@@ -128,16 +147,8 @@ def _solve_one(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
     carry = _Carry(x0, opt.init(x0), v0, g0, jnp.asarray(0), jnp.asarray(-1), v0)
 
     def body(c):
-        if optimizer == "lbfgs":
-            updates, opt_state = opt.update(c.grad, c.opt_state, c.x, value=c.value,
-                                            grad=c.grad, value_fn=f)
-            x = optax.apply_updates(c.x, updates)
-            value = optax.tree.get(opt_state, "value")
-            grad = optax.tree.get(opt_state, "grad")
-        else:
-            updates, opt_state = opt.update(c.grad, c.opt_state, c.x)
-            x = optax.apply_updates(c.x, updates)
-            value, grad = value_and_grad(x)
+        x, opt_state, value, grad = _step(opt, optimizer, f, value_and_grad, c.x,
+                                          c.opt_state, c.value, c.grad)
         step = c.step + 1
         gnorm = optax.tree.norm(grad)
         finite = jnp.isfinite(value) & jnp.isfinite(gnorm)
@@ -153,42 +164,68 @@ def _solve_one(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
         return _Carry(keep(x, c.x), keep(opt_state, c.opt_state), value, keep(grad, c.grad),
                       step, status, jnp.where(checkpoint, value, c.value_ref))
 
-    c = jax.lax.while_loop(lambda c: c.status < 0, body, carry)
+    return carry, lambda c: c.status < 0, body
+
+
+def _solve_one(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **static):
+    """Minimise F for one configuration from a random start (``_loop`` to its end); pure,
+    vmapped by ``solve``. Returns (x, F, ‖∇‖, steps, status)."""
+    carry, cond, body = _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
+                              **static)
+    c = jax.lax.while_loop(cond, body, carry)
     return c.x, c.value, optax.tree.norm(c.grad), c.step, c.status
 
 
-def _solve_and_measure(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **static):
-    """``_solve_one`` followed by the metrics and the theory of the solution."""
-    x, value, gnorm, steps, status = _solve_one(
-        key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **static)
+def _measure(x, value, gnorm, steps, status, n_k, lam_W, lam_H, lam_b):
+    """The outputs of one configuration: its solve (x, F, ‖∇‖, steps, status), the
+    metrics and the theory of the solution."""
     W, H, b = from_natural(x, n_k, lam_W, lam_H)
     lam = theory.effective_lam(lam_W, lam_H)
-    out = {
+    return {
         "objective": value, "grad_norm": gnorm, "steps": steps, "status": status,
         "W": W, "H": H, "b": b, "class_means": model.class_means(H),
         "Z": model.mean_logits(W, H),
         "metrics": _metrics.compute(W, H, b, n_k, lam, lam_b),
         "theory": theory.predict(n_k, lam),
     }
-    return out
 
 
-@functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "max_steps",
-                                             "memory_size", "dtype"))
-def _solve_batch(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
-                 d, m, optimizer, max_steps, memory_size, dtype):
-    """The one compiled program: all B configurations, vmapped. Arrays are (B, ...).
-    Configuration i starts from the key fold_in(key(seeds[i]), key_index[i])."""
-    keys = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seeds, key_index)
-    one = functools.partial(_solve_and_measure, d=d, m=m, optimizer=optimizer,
-                            max_steps=max_steps, memory_size=memory_size,
-                            dtype=jnp.dtype(dtype))
+def _optimise(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, max_steps, *,
+              d, m, optimizer, memory_size, dtype, fused):
+    """Every configuration's solve, (B, ...) inputs: (x, F, ‖∇‖, steps, status) batched.
+    ``fused``: Adam by ``ncjax.fused`` (one Pallas kernel a step, same iterates); else
+    ``_solve_one`` vmapped."""
+    dtype = jnp.dtype(dtype)
+    if fused:
+        x0 = jax.vmap(functools.partial(init_natural, d=d, m=m, dtype=dtype))(keys, n_k)
+        (V, U, b), *rest = _fused.adam_loop(
+            x0.V, x0.U, x0.b, n_k, theory.effective_lam(lam_W, lam_H), lam_b,
+            learning_rate, gtol, ftol, max_steps, window=WINDOW,
+            interpret=fused == "interpret")
+        return (Natural(V, U, b), *rest)
+    one = functools.partial(_solve_one, d=d, m=m, optimizer=optimizer, max_steps=max_steps,
+                            memory_size=memory_size, dtype=dtype)
     return jax.vmap(one)(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
+
+
+@functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "memory_size", "dtype",
+                                             "fused"))
+def _solve_batch(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
+                 max_steps, *, d, m, optimizer, memory_size, dtype, fused=False):
+    """The one compiled program: all B configurations (``_optimise``), then the metrics
+    and the theory, vmapped. Arrays are (B, ...) but max_steps, a scalar (traced: a new
+    value does not recompile). Configuration i starts from the key
+    fold_in(key(seeds[i]), key_index[i])."""
+    keys = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seeds, key_index)
+    solved = _optimise(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, max_steps,
+                       d=d, m=m, optimizer=optimizer, memory_size=memory_size, dtype=dtype,
+                       fused=fused)
+    return jax.vmap(_measure)(*solved, n_k, lam_W, lam_H, lam_b)
 
 
 def _convex_local(n_k, lam_W, lam_H, lam_b, gtol, *, d, m, max_steps, pool):
     """The convex route for a local batch (B, ...): certified solve of P, the balanced
-    factorisation, then the same metrics and theory as ``_solve_and_measure``."""
+    factorisation, then the same metrics and theory as ``_measure``."""
     lam = theory.effective_lam(lam_W, lam_H)
     r = _convex.solve_many(n_k, lam, lam_b, gtol[0], max_steps=max_steps, pool=pool)
     W, H, b = jax.vmap(functools.partial(_convex.factorize, d=d, m=m))(r.Z, r.b, n_k, lam_W,
@@ -321,31 +358,43 @@ def _inputs(counts, lam_W, lam_H, lam_b, *, d, m, seed, convention, optimizer,
     return per, static, batched
 
 
-def _run(per, static, devices):
-    """``_solve_batch`` on validated inputs, the configuration axis sharded over
-    ``devices`` (jax.sharding.Mesh + NamedSharding); B is padded to a multiple of their
-    number by repeating the last configuration. Returns the raw outputs as jax Arrays of
-    (B_pad, ...), not fetched: with several processes they are not all addressable here."""
+def _program(per, static, devices):
+    """The solve's compiled program and its device inputs: (fn, args, kwargs, put), so that
+    ``fn(*args, **kwargs)`` is the solve of ``_run`` (benchmarks lower and compile it apart
+    from running it) and ``put(name, dtype)`` places another input like the others."""
     B = per["counts"].shape[0]
     B_pad = -(-B // len(devices)) * len(devices)
     pad = lambda a: np.concatenate([a, np.repeat(a[-1:], B_pad - B, axis=0)])
     sharding = jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(devices), ("cfg",)),
                                           jax.sharding.PartitionSpec("cfg"))
     static = dict(static)
-    dtype, method, gap_tol, pool = (static.pop(k) for k in ("dtype", "method", "gap_tol",
-                                                             "pool"))
+    dtype, method, _, pool = (static.pop(k) for k in ("dtype", "method", "gap_tol", "pool"))
     put = lambda name, t: jax.device_put(np.asarray(pad(per[name]), t), sharding)
     if method == "convex":
-        out = _convex_batch(put("counts", dtype), put("lam_W", dtype), put("lam_H", dtype),
-                            put("lam_b", dtype), put("gtol", dtype), d=static["d"],
-                            m=static["m"], max_steps=static["max_steps"],
-                            pool=min(pool, B_pad // len(devices)), mesh=sharding.mesh)
-    else:
-        out = _solve_batch(
-            put("seed", np.uint32), put("key_index", np.uint32), put("counts", dtype),
-            put("lam_W", dtype), put("lam_H", dtype), put("lam_b", dtype),
-            put("learning_rate", dtype), put("gtol", dtype), put("ftol", dtype),
-            dtype=dtype, **static)
+        args = tuple(put(k, dtype) for k in ("counts", "lam_W", "lam_H", "lam_b", "gtol"))
+        return _convex_batch, args, dict(d=static["d"], m=static["m"],
+                                         max_steps=static["max_steps"],
+                                         pool=min(pool, B_pad // len(devices)),
+                                         mesh=sharding.mesh), put
+    args = (put("seed", np.uint32), put("key_index", np.uint32)) + tuple(
+        put(k, dtype) for k in ("counts", "lam_W", "lam_H", "lam_b", "learning_rate", "gtol",
+                                "ftol")) + (jax.device_put(
+        np.int32(static.pop("max_steps")),
+        jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())),)
+    K = per["counts"].shape[1]
+    fused = static["optimizer"] == "adam" and _fused.applies(K, static["d"], static["m"],
+                                                              devices[0].platform)
+    return _solve_batch, args, dict(dtype=dtype, fused=fused, **static), put
+
+
+def _run(per, static, devices):
+    """``_solve_batch`` on validated inputs, the configuration axis sharded over
+    ``devices`` (jax.sharding.Mesh + NamedSharding); B is padded to a multiple of their
+    number by repeating the last configuration. Returns the raw outputs as jax Arrays of
+    (B_pad, ...), not fetched: with several processes they are not all addressable here."""
+    fn, args, kwargs, put = _program(per, static, devices)
+    out = fn(*args, **kwargs)
+    gap_tol = static["gap_tol"]
     with _x64(True):
         out["gap"] = _certify_batch(out["W"], out["H"], out["b"], put("counts", np.float64),
                                     put("lam_W", np.float64), put("lam_H", np.float64),

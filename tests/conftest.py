@@ -15,5 +15,5 @@ def x64():
 @functools.cache
 def convex_optimum(counts: tuple, lam: float, lam_b: float):
     """cvxpy's (P*, Z*, b*) for the convex form, cached across tests."""
-    from tests.cvx_reference import solve_convex
+    from ncjax.reference import solve_convex
     return solve_convex(list(counts), lam, lam_b)

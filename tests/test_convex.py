@@ -1,4 +1,4 @@
-"""ncjax.convex against independent routes: cvxpy + Clarabel (tests/cvx_reference.py) for the
+"""ncjax.convex against independent routes: cvxpy + Clarabel (ncjax/reference.py) for the
 optimum, weak duality for the certificate, model.ufm_objective for the factorisation.
 
 All K = 10 so every solve is one batched call (and one compilation).

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One call on a lent GPU machine (the workplace's `device` tool; its Python has jax, optax,
+# orbax, torch, pytest and pytest-xdist, no network): versions, the test suite on that
+# machine's JAX (CPU backend), then the full benchmark on the GPU. Writes under $OUT:
+# pytest.log, bench.log and bench/{bench.json,bench.md,bench.png,step_adam_hlo.txt}.
+# Wheels under .whl/ (cvxpy and its solvers for Python 3.12; carried) are installed first.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+python3 -c "import sys, jax, optax, orbax.checkpoint, torch; print(sys.version.split()[0], 'jax', jax.__version__, 'optax', optax.__version__, 'torch', torch.__version__, jax.devices())"
+nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,temperature.gpu --format=csv,noheader
+if [ "${TESTS_S:-0}" -gt 0 ]; then
+  JAX_PLATFORMS=cpu timeout "$TESTS_S" python3 -m pytest -q -n 14 -p no:cacheprovider tests \
+    > "$OUT/pytest.log" 2>&1; echo "pytest rc=$?"; tail -25 "$OUT/pytest.log"
+fi
+timeout "${BENCH_S:-300}" python3 benchmarks/bench.py --out "$OUT/bench" ${BENCH_ARGS:-} 2>&1 \
+  | tee "$OUT/bench.log" | grep -v '^|'
+echo "bench rc=${PIPESTATUS[0]}"
