@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ncjax import fused, solver, spec as _spec, sweep
+from ncjax import solver, spec as _spec, sweep
 
 # (K, d, m): the reference shape, a tiny one and the full UFM (m = n_k = 1000).
 SHAPES = {"reference": (10, 64, 32), "tiny": (10, 16, 4), "full": (10, 64, 1000)}
@@ -118,7 +118,8 @@ def _compiled(per, static, device):
     the compilation took)."""
     fn, args, kwargs, _ = solver._program(per, static, [device])
     t0 = time.perf_counter()
-    exe = fn.lower(*args, **kwargs).compile()
+    with solver.precise():
+        exe = fn.lower(*args, **kwargs).compile()
     compile_s = time.perf_counter() - t0
 
     def run(steps=None):
@@ -127,22 +128,12 @@ def _compiled(per, static, device):
     return run, compile_s
 
 
-_loops = jax.jit(solver._optimise, static_argnames=("d", "m", "optimizer", "memory_size",
-                                                   "dtype", "fused"))
 # the solver's loop alone (``solver._optimise``: the start and the steps, no metrics)
+_loops = jax.jit(solver._optimise, static_argnames=("d", "m", "optimizer", "memory_size",
+                                                   "dtype"))
 
 
-_FUSED_BROKEN: list = []  # the error, if the fused kernel failed on this device
-
-
-def _fused(optimizer, K, d, m, device) -> bool:
-    """Whether the solver takes the fused Adam kernel for this problem on ``device``."""
-    return (optimizer == "adam" and fused.applies(K, d, m, device.platform)
-            and not _FUSED_BROKEN)
-
-
-def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=False,
-                fuse=None):
+def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=False):
     """Step time of the solver for B configurations of shape (K, d, m), see the module
     docstring. Returns a dict of the measurement (with ``hlo``: the compiled program's
     optimised HLO text under "hlo")."""
@@ -152,10 +143,10 @@ def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=
         per["seed"].astype(np.uint32), per["key_index"].astype(np.uint32)), device)
     args = (keys,) + tuple(put(k) for k in ("counts", "lam_W", "lam_H", "lam_b",
                                             "learning_rate", "gtol", "ftol"))
-    fuse = _fused(optimizer, K, d, m, device) if fuse is None else fuse
-    kwargs = dict(d=d, m=m, optimizer=optimizer, memory_size=10, dtype=dtype, fused=fuse)
+    kwargs = dict(d=d, m=m, optimizer=optimizer, memory_size=10, dtype=dtype)
     t0 = time.perf_counter()
-    exe = _loops.lower(*args, np.int32(2), **kwargs).compile()
+    with solver.precise():
+        exe = _loops.lower(*args, np.int32(2), **kwargs).compile()
     compile_s = time.perf_counter() - t0
     run = lambda steps: exe(*args, jax.device_put(np.int32(steps), device))
     t_lo = _median(lambda: run(2), repeats)
@@ -169,7 +160,7 @@ def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=
     dt = max(t_hi - t_lo, 1e-12) / steps
     itemsize = np.dtype(dtype).itemsize
     return {"K": K, "d": d, "m": m, "B": B, "optimizer": optimizer, "dtype": dtype,
-            "fused": bool(fuse), "steps": steps, "t_lo": t_lo, "t_hi": t_hi, "step_s": dt,
+            "steps": steps, "t_lo": t_lo, "t_hi": t_hi, "step_s": dt,
             "config_steps_per_s": B / dt, "compile_s": compile_s,
             "ran_all_steps": bool(np.all(np.asarray(out[3]) == 2 + steps)),
             "adam_bytes_per_s": B * adam_bytes(K, d, m, itemsize) / dt,
@@ -346,7 +337,8 @@ def solve_one_at_a_time(counts, lam, idx, *, device, d, m):
                              counts=counts[i:i + 1], lam=lam[i:i + 1], seed=0, key_index=i)
         fn, args, kwargs, _ = solver._program(per, static, [device])
         if run is None:
-            run = fn.lower(*args, **kwargs).compile()
+            with solver.precise():
+                run = fn.lower(*args, **kwargs).compile()
             jax.block_until_ready(run(*args))
         t0 = time.perf_counter()
         out = jax.block_until_ready(run(*args))
@@ -423,32 +415,16 @@ def _fits(K, d, m, dtype, device, memory_size=1) -> int:
                // sweep.bytes_per_config(K, d, m, memory_size, dtype))
 
 
-def _label(r) -> str:
-    return r["optimizer"] + (" (fused)" if r["fused"] else
-                             " (XLA loop)" if r["optimizer"] == "adam" else "")
-
-
-def fused_agreement(K, d, m, *, device, B=64, steps=50) -> dict:
-    """The fused Adam loop against the XLA loop on the same B starts, ``steps`` steps,
-    float32: the largest |ΔU|/max|U| and the relative objective difference."""
-    per, _ = _batch(K, d, m, B, optimizer="adam", dtype="float32")
-    put = lambda k: jax.device_put(np.asarray(per[k], np.float32), device)
-    keys = jax.device_put(jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(
-        per["seed"].astype(np.uint32), per["key_index"].astype(np.uint32)), device)
-    args = (keys,) + tuple(put(k) for k in ("counts", "lam_W", "lam_H", "lam_b",
-                                            "learning_rate", "gtol", "ftol"))
-    kw = dict(d=d, m=m, optimizer="adam", memory_size=10, dtype="float32")
-    a = jax.device_get(_loops(*args, np.int32(steps), fused=True, **kw))
-    b = jax.device_get(_loops(*args, np.int32(steps), fused=False, **kw))
-    return {"B": B, "steps": steps,
-            "U_rel": float(np.abs(a[0].U - b[0].U).max() / np.abs(b[0].U).max()),
-            "F_rel": float(np.abs(a[1] - b[1]).max() / np.abs(b[1]).max()),
-            "same_steps": bool(np.all(a[3] == b[3])), "same_status": bool(np.all(a[4] == b[4]))}
-
-
 def run(*, tiny: bool = False, repeats: int = 3, out: Path | None = None,
         device=None, log=print) -> dict:
-    """The whole benchmark (module docstring); ``tiny``: seconds, for the tests."""
+    """The whole benchmark (module docstring); ``tiny``: seconds, for the tests. Every
+    JAX route runs under ``solver.precise`` (float32 products in float32, not TF32), as
+    the solver does; PyTorch's float32 products are float32 by default."""
+    with solver.precise():
+        return _run(tiny=tiny, repeats=repeats, out=out, device=device, log=log)
+
+
+def _run(*, tiny, repeats, out, device, log) -> dict:
     device = jax.devices()[0] if device is None else device
     gpu = device.platform == "gpu"
     cfg = dict(
@@ -473,45 +449,31 @@ def run(*, tiny: bool = False, repeats: int = 3, out: Path | None = None,
     log(f"copy: {res['copy']['bandwidth'] / 1e9:.1f} GB/s")
 
     save = (lambda: None) if out is None else (lambda: _save(res, out))
-    if _fused("adam", *SHAPES["reference"], device):
-        try:
-            res["fused_check"] = fused_agreement(*SHAPES["reference"], device=device)
-        except Exception as e:  # noqa: BLE001 - recorded; the XLA loop is measured instead
-            _FUSED_BROKEN.append(repr(e))
-            res["fused_error"] = repr(e)[:2000]
-        log(f"fused vs XLA Adam loop: {res.get('fused_check', res.get('fused_error'))}")
     save()
 
     res["throughput"] = []
     for name in cfg["shapes"]:
         K, d, m = SHAPES[name]
-        variants = [("adam", None)]
-        if name == "reference" or tiny:
-            if _fused("adam", K, d, m, device):
-                variants.append(("adam", False))  # the XLA loop, for comparison
-            variants.append(("lbfgs", None))
-        for opt, fuse in variants:
+        for opt in ["adam", "lbfgs"] if name == "reference" or tiny else ["adam"]:
             b_max = min(cfg["b_max"], _fits(K, d, m, "float32", device,
                                             memory_size=10 if opt == "lbfgs" else 1))
             # every power of 4 for the reference shape's Adam step, of 16 otherwise; and
             # the largest B that fits
-            factor = 4 if (name, opt, fuse) == ("reference", "adam", None) else 16
+            factor = 4 if (name, opt) == ("reference", "adam") else 16
             sizes = [int(factor ** i) for i in range(20) if factor ** i <= b_max]
             sizes += [b_max] if sizes[-1] < b_max and not tiny else []
             for B in sizes:
                 r = solver_step(K, d, m, B, optimizer=opt, dtype="float32", device=device,
-                                repeats=repeats, target_s=cfg["target_s"], fuse=fuse,
+                                repeats=repeats, target_s=cfg["target_s"],
                                 hlo=out is not None and B == sizes[-1] and opt == "adam"
                                 and name == "reference")
-                r["shape"], r["primary"] = name, fuse is None
+                r["shape"] = name
                 if "hlo" in r:
                     Path(out).mkdir(parents=True, exist_ok=True)
-                    tag = "fused" if r["fused"] else "xla"
-                    (Path(out) / f"step_adam_{tag}_hlo.txt").write_text(r.pop("hlo"))
+                    (Path(out) / "step_adam_hlo.txt").write_text(r.pop("hlo"))
                 res["throughput"].append(r)
-                log(f"{name} {_label(r)} B={B}: {r['config_steps_per_s']:.4g} "
-                    f"config-steps/s, {r['adam_bytes_per_s'] / res['copy']['bandwidth']:.1%}"
-                    " of copy")
+                log(f"{name} {opt} B={B}: {r['config_steps_per_s']:.4g} config-steps/s, "
+                    f"{r['adam_bytes_per_s'] / res['copy']['bandwidth']:.1%} of copy")
     save()
 
     res["step_baselines"] = []
@@ -633,7 +595,7 @@ def tables(res: dict) -> str:
              "| shape (K, d, m) | optimizer | B | config-steps/s | Adam bytes model, GB/s "
              "| of copy | ran all steps |", "|---|---|---|---|---|---|---|"]
     for r in res["throughput"]:
-        lines.append(f"| {r['shape']} ({r['K']}, {r['d']}, {r['m']}) | {_label(r)} | "
+        lines.append(f"| {r['shape']} ({r['K']}, {r['d']}, {r['m']}) | {r['optimizer']} | "
                      f"{r['B']} | {r['config_steps_per_s']:.4g} | "
                      f"{r['adam_bytes_per_s'] / 1e9:.1f} | "
                      f"{r['adam_bytes_per_s'] / copy:.1%} | {r['ran_all_steps']} |")
@@ -670,8 +632,7 @@ def tables(res: dict) -> str:
               "", "Relative cost = (time per config-step / work) over its value at the "
               "largest size; ≠ 1 ± 0.25 is marked *not linear*.", ""]
     lines += _growth_table(res, "B", [r for r in res["throughput"]
-                                      if r["shape"] == "reference" and r["optimizer"] == "adam"
-                                      and r["primary"]]
+                                      if r["shape"] == "reference" and r["optimizer"] == "adam"]
                            or [r for r in res["throughput"] if r["optimizer"] == "adam"])
     lines += _growth_table(res, "N", res["growth"]["N"])
     lines += _growth_table(res, "K", res["growth"]["K"])
@@ -721,9 +682,9 @@ def plot(res: dict, path) -> Path:
     for i, name in enumerate(dict.fromkeys(r["shape"] for r in res["throughput"])):
         colour = f"C{i}"
         rows = [r for r in res["throughput"] if r["shape"] == name]
-        for label in dict.fromkeys(_label(r) for r in rows):
-            pts = [r for r in rows if _label(r) == label]
-            style = {"adam (XLA loop)": "-.^", "lbfgs": "--s"}.get(label, "-o")
+        for label in dict.fromkeys(r["optimizer"] for r in rows):
+            pts = [r for r in rows if r["optimizer"] == label]
+            style = {"lbfgs": "--s"}.get(label, "-o")
             ax.plot([r["B"] for r in pts], [r["config_steps_per_s"] for r in pts], style,
                     color=colour, ms=4, label=f"{name} {tuple(SHAPES[name])}, ncjax {label}")
         for b in res["step_baselines"]:

@@ -29,7 +29,6 @@ import numpy as np
 import optax
 
 from ncjax import convex as _convex
-from ncjax import fused as _fused
 from ncjax import metrics as _metrics
 from ncjax import model, theory
 from ncjax._validate import (InputError, as_counts, as_int, as_lam, as_seeds,
@@ -191,35 +190,24 @@ def _measure(x, value, gnorm, steps, status, n_k, lam_W, lam_H, lam_b):
 
 
 def _optimise(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, max_steps, *,
-              d, m, optimizer, memory_size, dtype, fused):
-    """Every configuration's solve, (B, ...) inputs: (x, F, ‖∇‖, steps, status) batched.
-    ``fused``: Adam by ``ncjax.fused`` (one Pallas kernel a step, same iterates); else
-    ``_solve_one`` vmapped."""
-    dtype = jnp.dtype(dtype)
-    if fused:
-        x0 = jax.vmap(functools.partial(init_natural, d=d, m=m, dtype=dtype))(keys, n_k)
-        (V, U, b), *rest = _fused.adam_loop(
-            x0.V, x0.U, x0.b, n_k, theory.effective_lam(lam_W, lam_H), lam_b,
-            learning_rate, gtol, ftol, max_steps, window=WINDOW,
-            interpret=fused == "interpret")
-        return (Natural(V, U, b), *rest)
+              d, m, optimizer, memory_size, dtype):
+    """Every configuration's solve, ``_solve_one`` vmapped over (B, ...) inputs: (x, F,
+    ‖∇‖, steps, status) batched."""
     one = functools.partial(_solve_one, d=d, m=m, optimizer=optimizer, max_steps=max_steps,
-                            memory_size=memory_size, dtype=dtype)
+                            memory_size=memory_size, dtype=jnp.dtype(dtype))
     return jax.vmap(one)(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
 
 
-@functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "memory_size", "dtype",
-                                             "fused"))
+@functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "memory_size", "dtype"))
 def _solve_batch(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
-                 max_steps, *, d, m, optimizer, memory_size, dtype, fused=False):
+                 max_steps, *, d, m, optimizer, memory_size, dtype):
     """The one compiled program: all B configurations (``_optimise``), then the metrics
     and the theory, vmapped. Arrays are (B, ...) but max_steps, a scalar (traced: a new
     value does not recompile). Configuration i starts from the key
     fold_in(key(seeds[i]), key_index[i])."""
     keys = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seeds, key_index)
     solved = _optimise(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, max_steps,
-                       d=d, m=m, optimizer=optimizer, memory_size=memory_size, dtype=dtype,
-                       fused=fused)
+                       d=d, m=m, optimizer=optimizer, memory_size=memory_size, dtype=dtype)
     return jax.vmap(_measure)(*solved, n_k, lam_W, lam_H, lam_b)
 
 
@@ -302,6 +290,14 @@ class Result(NamedTuple):
     seed: np.ndarray
 
 
+def precise():
+    """A context in which float32 matrix products run at full float32 precision. On GPUs
+    XLA's default is TF32 (10-bit mantissa, ~1e-3 relative), coarser than the tolerances
+    the solvers stop on: in an H200 run before this context, the convex method certified
+    only 4,230 of 16,384 float32 configurations (benchmarks/RESULTS.md). No effect on CPUs."""
+    return jax.default_matmul_precision("highest")
+
+
 def _x64(enabled: bool):
     """A context in which float64 arrays exist (jax.enable_x64 where this JAX has it)."""
     if not enabled:
@@ -381,10 +377,7 @@ def _program(per, static, devices):
                                 "ftol")) + (jax.device_put(
         np.int32(static.pop("max_steps")),
         jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())),)
-    K = per["counts"].shape[1]
-    fused = static["optimizer"] == "adam" and _fused.applies(K, static["d"], static["m"],
-                                                              devices[0].platform)
-    return _solve_batch, args, dict(dtype=dtype, fused=fused, **static), put
+    return _solve_batch, args, dict(dtype=dtype, **static), put
 
 
 def _run(per, static, devices):
@@ -393,7 +386,8 @@ def _run(per, static, devices):
     number by repeating the last configuration. Returns the raw outputs as jax Arrays of
     (B_pad, ...), not fetched: with several processes they are not all addressable here."""
     fn, args, kwargs, put = _program(per, static, devices)
-    out = fn(*args, **kwargs)
+    with precise():
+        out = fn(*args, **kwargs)
     gap_tol = static["gap_tol"]
     with _x64(True):
         out["gap"] = _certify_batch(out["W"], out["H"], out["b"], put("counts", np.float64),

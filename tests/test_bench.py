@@ -1,0 +1,42 @@
+"""The benchmark entry point in its tiny mode (seconds), so that it cannot rot: it writes
+valid JSON, markdown and PNG, and its numbers hold together when recomputed here."""
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+
+from ncjax import bench, solver
+
+
+def test_tiny_benchmark_run(tmp_path):
+    assert bench.main(["--tiny", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "bench.json").read_text())
+    md = (tmp_path / "bench.md").read_text()
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res["copy"]["bandwidth"] > 0
+    # every throughput row ran every step it was timed on (gtol = ftol = 0), and its rates
+    # follow from its own timings
+    for r in res["throughput"]:
+        assert r["ran_all_steps"]
+        np.testing.assert_allclose(r["config_steps_per_s"],
+                                   r["B"] * r["steps"] / (r["t_hi"] - r["t_lo"]), rtol=1e-9)
+        assert f"| {r['B']} | {r['config_steps_per_s']:.4g} |" in md
+    # the bytes model is 6 × the bytes of the iterate x = (V, U, b) the solver starts from
+    K, d, m = bench.SHAPES["tiny"]
+    x0 = solver.init_natural(solver.jax.random.key(0), jnp.asarray(bench.counts_for(K, m)),
+                             d=d, m=m, dtype=jnp.float32)
+    assert bench.adam_bytes(K, d, m, 4) == 6 * sum(a.nbytes for a in x0)
+    # the comparison against one configuration at a time is the ratio of the rates
+    row = res["step_baselines"][0]
+    best = max(r["config_steps_per_s"] for r in res["throughput"] if r["optimizer"] == "adam")
+    assert bench._ratio(best, row["jitted_loop"]) in md
+    # time to solution: every route solved the problems it was given
+    tts = res["time_to_solution"]
+    assert tts["configurations"] == 8
+    for r in tts["ncjax"]:
+        assert r["converged"] == r["configurations"] == 8
+    routes = {b["route"]: b for b in tts["baselines"]}
+    assert "jitted step, Python loop (L-BFGS)" in routes
+    assert all(b["converged"] == b["sample"] for b in routes.values())
+    assert "## Growth" in md and res["growth"]["K"][0]["ran_all_steps"]
