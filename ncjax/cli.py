@@ -175,41 +175,254 @@ def _show_text(g, where) -> str:
     return "\n".join(lines)
 
 
-def _plot(args) -> int:
-    """The (n_B, λ) phase diagram of a sweep, with the theory's boundary on top; for a
-    "steps" profile with a lam or c axis, the group-threshold figure (``_plot_groups``)."""
-    from pathlib import Path
+# Axis labels of the figures (symbols and units).
+AXIS_LABELS = {"n_A": r"majority class size $n_A$ (samples)",
+               "n_B": r"minority class size $n_B$ (samples)",
+               "n": r"class size $n$ (samples)", "ratio": r"imbalance ratio $n_A/n_B$",
+               "lam": r"$\lambda=\sqrt{\lambda_W\lambda_H}$", "c": r"$c=\lambda N$",
+               "lam_b": r"$\lambda_b$", "seed": "seed"}
 
-    from ncjax import plot, sweep
+
+def _is_log_axis(v) -> bool:
+    """Whether axis values are evenly spaced in log (a {log = …} axis), not linearly."""
+    v = np.sort(np.asarray(v, float))
+    if v.size < 3 or v[0] <= 0:
+        return False
+    dl, d = np.diff(np.log(v)), np.diff(v)
+    return bool(np.allclose(dl, dl[0], rtol=1e-6) and not np.allclose(d, d[0], rtol=1e-6))
+
+
+def _chosen_cells(args, g) -> list[int]:
+    """Flat indices from --cells I,J,… and every --cell (an index, or axis=value,… picking
+    the nearest grid cell), in the order given."""
+    from ncjax import report
+
+    out = []
+    for text in ([args.cells] if args.cells else []):
+        for item in text.split(","):
+            try:
+                out.append(int(item))
+            except ValueError:
+                raise InputError(f"--cells: {item!r} is not a flat cell index") from None
+    for text in args.cell or []:
+        if "=" not in text:
+            try:
+                out.append(int(text))
+                continue
+            except ValueError:
+                raise InputError(f"--cell: give a flat index or axis=value,..., got {text!r}") from None
+        where = {}
+        for item in text.split(","):
+            k, _, v = item.partition("=")
+            try:
+                where[k.strip()] = float(v)
+            except ValueError:
+                raise InputError(f"--cell: cannot read {item!r} as axis=value") from None
+        out.append(report.cell_index(g, where))
+    for i in out:
+        if not 0 <= i < g.status.size:
+            raise InputError(f"cell {i} is not in this grid of {g.status.size} cells")
+    return out
+
+
+def _plot(args) -> int:
+    """Draw a sweep: with --cell/--cells the heatmaps of Z of those cells (``_plot_cells``),
+    or with --trace their objective and NC1 against steps (``_plot_trace``); otherwise for
+    a "steps" profile with a lam or c axis the group thresholds (``_plot_groups``), for a
+    run over two of lam, c, n_A, n_B, n, ratio the phase diagram with the per-cell
+    decision (``_plot_phase``), and the one-axis curves for the rest (``_plot_curves``)."""
+    from ncjax import report, sweep
 
     g = sweep.load(args.dir)
+    cells = _chosen_cells(args, g)
+    if args.trace is not None:
+        if not cells:
+            raise InputError("--trace needs the cells to trace: --cell or --cells")
+        return _plot_trace(args, g, cells)
+    if cells:
+        return _plot_cells(args, g, cells)
     if g.spec.problem.get("profile") == "steps" and {"lam", "c"} & set(g.axes):
         return _plot_groups(args, g)
-    if not {"n_B", "lam"} <= set(g.axes):
+    ph = report.phase_map(g)
+    if ph is None:
         return _plot_curves(args, g)
-    others = {k: v[0].item() for k, v in g.axes.items() if k not in ("n_B", "lam")}
-    if others:
-        print(f"ncjax: plotting the slice {others}", file=sys.stderr)
-        g = g.sel(**others)
-    order = [list(g.axes).index("lam"), list(g.axes).index("n_B")]
-    spread = np.transpose(g["metrics.minority_spread_Z"], order)  # rows λ, columns n_B
-    collapsed = np.transpose(g["metrics.minority_collapsed"], order) == 1
-    lam_star = np.transpose(g["theory.lam_star"], order)[0]
-    n_B, lam = g.axes["n_B"], g.axes["lam"]
+    return _plot_phase(args, g, ph)
+
+
+def _plot_phase(args, g, ph) -> int:
+    """A run over two axes (``report.phase_map``): the minority spread of the first seed
+    (log colour) with the measured (majority) and the theory's boundaries, beside the
+    per-cell decision against the theory; prints the agreement."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from ncjax import plot
+    from ncjax.analysis import AGREE_COLLAPSED, DECISION_NAMES
+
+    x, y, S = ph["x"], ph["y"], ph["seeds"]
+    shown = dict(ph["sliced"])
+    if "seed" in g.axes:
+        shown["seed"] = g.axes["seed"][0].item()
+    if shown:
+        print(f"ncjax: plotting the slice {shown}"
+              + (f" (spread panel; the decision panel takes the majority of {S} seeds)"
+                 if S > 1 else ""), file=sys.stderr)
     p = g.spec.problem
-    N = p["K_A"] * p["n_A"] + p["K_B"] * n_B if "n_A" in p and "K_A" in p else None
-    lam_zero = np.sqrt(p["n_A"]) / N if N is not None and p["K_A"] >= 2 else None
+    c = p.get("c")
+    per_N = f" = {c:g}/N" if c is not None else ""
+    if y == "lam":
+        star_label = r"theory $\lambda^*=\sqrt{n_B}/N$"
+        zero_label = r"theory $Z=0$: $\sqrt{n_A}/N$"
+    elif y == "c":
+        star_label = r"theory $c^*=\sqrt{n_B}$"
+        zero_label = r"theory $Z=0$: $c=\sqrt{n_A}$"
+    else:
+        star_label = (r"theory $\lambda=\lambda^*=\sqrt{n_B}/N$"
+                      + (f": $n_B=c^2={c * c:g}$" if c is not None else ""))
+        zero_label = (r"theory $Z=0$ from $\lambda=\sqrt{n_A}/N$"
+                      + (f": $n_A=c^2$" if c is not None else ""))
     out = Path(args.out) if args.out else Path(args.dir) / "phase.png"
-    plot.phase_diagram(n_B, lam, spread, lam_star, collapsed=collapsed, lam_zero=lam_zero,
-                       out=out, title=f"{Path(args.dir).name}: minority spread, "
-                                      f"{spread.size} cells")
-    lam_grid = lam[:, None] * np.ones_like(spread)
-    far = np.abs(lam_grid / lam_star[None, :] - 1) > 0.02
-    pred = lam_grid >= lam_star[None, :]
-    solved = np.isfinite(spread)
-    agree = (collapsed == pred)[far & solved].mean()
-    print(f"measured collapse agrees with lam* = sqrt(n_B)/N in {agree:.1%} of the "
-          f"{int((far & solved).sum())} solved cells farther than 2% from it")
+    lam_txt = (f", $\\lambda$ = {c:g}/N" if c is not None else
+               f", $\\lambda$ = {p['lam']:g}" if "lam" in p and "lam" not in g.axes else "")
+    fig = plot.phase_diagram(
+        ph["xv"], ph["yv"], ph["spread"], ph["y_star"], star=ph["star"], y_zero=ph["y_zero"],
+        zero=ph["zero"], collapsed=ph["frac"] > 0.5, zero_measured=ph["zero_frac"] > 0.5,
+        decision=ph["category"],
+        split=(ph["frac"] > 0) & (ph["frac"] < 1), counts=list(ph["counts"].values()),
+        seeds=S, xlabel=AXIS_LABELS.get(x, x), ylabel=AXIS_LABELS.get(y, y),
+        log_x=x in ("lam", "c") or _is_log_axis(ph["xv"]),
+        log_y=y in ("lam", "c") or _is_log_axis(ph["yv"]), star_label=star_label,
+        zero_label=zero_label, out=out,
+        title=f"{Path(args.dir).name}: {ph['yv'].size} x {ph['xv'].size} cells"
+              + (f" x {S} seeds" if S > 1 else "") + lam_txt
+              + ("".join(f", {k} = {v:g}" for k, v in ph["sliced"].items())))
+    plt.close(fig)
+    frac = ph["agree"] / ph["scored"] if ph["scored"] else float("nan")
+    print(f"measured collapse agrees with lam* = sqrt(n_B)/N{per_N} in {frac:.1%} of the "
+          f"{ph['scored']} solved cells farther than 2% from it"
+          + (f" (majority of {S} seeds; the seeds disagree among themselves in "
+             f"{ph['split']} cells)" if S > 1 else ""))
+    for name, n in list(ph["counts"].items())[AGREE_COLLAPSED:]:
+        if n and name in DECISION_NAMES[2:4]:
+            print(f"  {name}: {n} cells")
+    for d in ph["listed"]:
+        print("  " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}: {v}"
+                               for k, v in d.items()))
+    print(f"wrote {out}")
+    return 0
+
+
+# Axis names as symbols in figure titles.
+AXIS_SYMBOLS = {"n_A": "$n_A$", "n_B": "$n_B$", "n": "$n$", "ratio": "$n_A/n_B$",
+                "lam": "$\\lambda$", "c": "$c$", "lam_b": "$\\lambda_b$", "lam_W": "$\\lambda_W$",
+                "lam_H": "$\\lambda_H$", "K_A": "$K_A$", "K_B": "$K_B$", "K": "$K$"}
+
+
+def _cell_text(g, i, counts) -> tuple[str, str]:
+    """(plain one-line description of cell i, three-line figure title): its axis values,
+    N, λ/λ*, the measured and the predicted decision."""
+    from ncjax import report
+
+    idx = np.unravel_index(i, g.shape)
+    vals = report.cell_values(g, i)
+    fmt = lambda v: f"{v:.4g}" if isinstance(v, float) else f"{v}"
+    ratio = g["theory.lam"][idx] / g["theory.lam_star"][idx]
+
+    def yes(v, z):
+        return ("collapsed" if v == 1 else "not collapsed") + (" (Z = 0)" if z == 1 else "")
+
+    meas = yes(g["metrics.minority_collapsed"][idx], g["metrics.zero_solution"][idx])
+    pred = yes(g["theory.minority_collapse"][idx], g["theory.total_collapse"][idx])
+    N = float(np.sum(counts))
+    plain = (f"cell {i}: " + ", ".join(f"{k}={fmt(v)}" for k, v in vals.items())
+             + f" | N={N:g}, lam/lam*={ratio:.3g}; measured {meas}, theory {pred}")
+    title = (f"cell {i}: " + ", ".join(f"{AXIS_SYMBOLS.get(k, k)} = {fmt(v)}"
+                                       for k, v in vals.items())
+             + f"\n$N$ = {N:g}, $\\lambda/\\lambda^*$ = {ratio:.3g}"
+             + f"\nmeasured: {meas}; theory: {pred}")
+    return plain, title
+
+
+def _plot_cells(args, g, cells) -> int:
+    """Heatmaps of Z for the chosen cells (``plot.z_heatmaps``); prints one line each."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from ncjax import plot, spec
+
+    grid = spec.expand(g.spec)
+    counts = grid.counts(cells)
+    Zs = np.stack([g["Z"][np.unravel_index(i, g.shape)] for i in cells])
+    if not np.isfinite(Zs).all():
+        missing = [i for i, Z in zip(cells, Zs) if not np.isfinite(Z).all()]
+        raise InputError(f"cells {missing} are not solved yet")
+    texts = [_cell_text(g, i, n) for i, n in zip(cells, counts)]
+    out = Path(args.out) if args.out else Path(args.dir) / "cells.png"
+    fig = plot.z_heatmaps(Zs, counts, [t for _, t in texts], out=out)
+    plt.close(fig)
+    for i, (plain, _), Z in zip(cells, texts, Zs):
+        idx = np.unravel_index(i, g.shape)
+        print(plain + f" | spread {g['metrics.minority_spread_Z'][idx]:.3g}, max|Z| "
+                      f"{np.abs(Z).max():.3g}, status {g.status[idx]}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _plot_trace(args, g, cells) -> int:
+    """F − F_final, NC1 (m ≥ 2) and the minority spread of Z against the optimiser step for
+    the chosen cells, re-solved by ``ncjax.trace`` with the run's optimiser and dtype for
+    --trace steps from each cell's own random start (key_index = its flat index; with
+    --m, m features per class instead of the run's, and so another start). F_final is the
+    smaller of the trace's last value and the stored objective of a converged cell."""
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from ncjax import plot, report, spec
+    from ncjax import trace as _trace
+
+    grid = spec.expand(g.spec)
+    sol, prm = g.spec.solver, grid.params
+    m = int(args.m if args.m is not None else g.spec.problem.get("m", 1))
+    if sol.get("method", "ufm") == "convex":
+        print("ncjax: this run used the convex method, which has no path in (W, H, b); "
+              f"tracing the UFM solver ({sol.get('optimizer', 'lbfgs')}) from each cell's "
+              "random start", file=sys.stderr)
+    opts = {k: sol[k] for k in ("optimizer", "learning_rate", "memory_size", "dtype")
+            if k in sol}
+    counts = grid.counts(cells)
+    gaps, nc1, spread, labels = [], [], [], []
+    for i, n in zip(cells, counts):
+        t = _trace.trace(n, prm["lam_W"][i], prm["lam_H"][i], prm["lam_b"][i], steps=args.trace,
+                         d=int(prm["d"][i]), m=m, seed=int(prm["seed"][i]), key_index=i, **opts)
+        idx = np.unravel_index(i, g.shape)
+        F = t.objective.astype(float)
+        stored = g["objective"][idx] if g.status[idx] == "converged" else np.nan
+        gaps.append(F - np.nanmin([F[-1], stored]))
+        nc1.append(t.nc1)
+        spread.append(t.minority_spread_Z)
+        ratio = g["theory.lam"][idx] / g["theory.lam_star"][idx]
+        vals = report.cell_values(g, i)
+        plain = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in vals.items())
+        labels.append(f"cell {i}: " + ", ".join(
+            f"{AXIS_SYMBOLS.get(k, k)}={v:.4g}" if isinstance(v, float)
+            else f"{AXIS_SYMBOLS.get(k, k)}={v}" for k, v in vals.items())
+            + f", $\\lambda/\\lambda^*$={ratio:.3g}")
+        print(f"cell {i} ({plain}, lam/lam*={ratio:.3g}): F {F[0]:.8g} -> {F[-1]:.10g} after "
+              f"{args.trace} steps (stored objective {g['objective'][idx]:.10g}, "
+              f"{g.status[idx]})"
+              + (f"; NC1 {t.nc1[0]:.3g} -> {t.nc1[-1]:.3g}" if m > 1 else "")
+              + f"; minority spread {spread[-1][0]:.3g} -> {spread[-1][-1]:.3g}")
+    out = Path(args.out) if args.out else Path(args.dir) / "trace.png"
+    fig = plot.traces(np.arange(args.trace + 1), np.array(gaps),
+                      np.array(nc1) if m > 1 else None, np.array(spread), labels,
+                      title=f"{Path(args.dir).name}: {opts.get('optimizer', 'lbfgs')}, "
+                            f"{opts.get('dtype', 'float32')}, m = {m}, "
+                            "re-solved from each cell's random start", out=out)
+    plt.close(fig)
     print(f"wrote {out}")
     return 0
 
@@ -445,11 +658,26 @@ def build_parser() -> argparse.ArgumentParser:
     sh = sub.add_parser("show", help="axes, progress, status counts and headline metrics")
     sh.add_argument("dir")
     sh.set_defaults(run=_show)
-    pl = sub.add_parser("plot", help="draw a sweep: the (n_B, lam) phase diagram, or "
-                        "the per-group spreads of a 'steps' profile against lam or c")
+    pl = sub.add_parser("plot", help="draw a sweep: a phase diagram over two axes with the "
+                        "per-cell decision, curves along one axis, the per-group spreads of a "
+                        "'steps' profile, or Z / the path of chosen cells")
     pl.add_argument("dir")
     pl.add_argument("--out", default=None, help="figure file, .png or .pdf (default "
-                    "DIR/phase.png, or DIR/groups.png for a 'steps' run)")
+                    "DIR/phase.png; DIR/groups.png for a 'steps' run, DIR/spread.png or "
+                    "DIR/angles.png for one-axis runs, DIR/cells.png with --cell, "
+                    "DIR/trace.png with --trace)")
+    pl.add_argument("--cell", action="append", default=None, metavar="SEL",
+                    help="draw Z of this cell instead: a flat index, or axis=value,... "
+                         "(nearest grid value; other axes at their first value); repeatable")
+    pl.add_argument("--cells", default=None, metavar="I,J,...",
+                    help="draw Z of the cells with these flat indices")
+    pl.add_argument("--trace", type=int, default=None, metavar="STEPS",
+                    help="with --cell/--cells: re-solve each for STEPS optimiser steps from "
+                         "its random start and draw F - F_final and NC1 (m = 1: the "
+                         "minority spread of Z) against the step")
+    pl.add_argument("--m", type=int, default=None,
+                    help="with --trace: features per class of the re-solve (default the "
+                         "run's m; NC1 needs m >= 2). Another m is another random start.")
     pl.set_defaults(run=_plot)
     rp = sub.add_parser("report", help="write a markdown report of a sweep's agreement "
                         "with the theory (collapse, boundary, gap, cosines)")

@@ -11,35 +11,116 @@ from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 
-def phase_diagram(n_B, lam, spread, lam_star, *, collapsed=None, lam_zero=None, title="",
-                  out=None, floor=1e-6):
-    """Minority spread over an (n_B, λ) grid, log colour, with the theory's λ*(n_B) on top.
+# Colours of the per-cell decision codes of ``analysis.decision_categories``, in order:
+# agree collapsed, agree not collapsed, measured collapsed / theory not, measured not /
+# theory collapsed, near the boundary, no converged solve.
+DECISION_COLORS = ("#2166ac", "#c6dbef", "#b2182b", "#f4a582", "#9e9e9e", "#ffffff")
+
+
+def _theory_boundary(ax, x, y, y_line, field, *, color, ls, label):
+    """The theory's boundary: the line y_line(x) when given (thresholds in y units, one per
+    column), else the zero contour of ``field`` (ny, nx) over the grid (linear
+    interpolation between cells). Adds one legend entry."""
+    if y_line is not None:
+        ax.plot(x, y_line, color=color, lw=1.5, ls=ls, label=label)
+    elif field is not None and np.nanmin(field) < 0 < np.nanmax(field):
+        ax.contour(x, y, field, levels=[0.0], colors=[color], linewidths=1.5, linestyles=[ls])
+        ax.plot([], [], color=color, lw=1.5, ls=ls, label=label)
+
+
+def _log_ticks(axis, values):
+    """Readable ticks on a log axis: plain numbers (%g) for sample sizes and ratios, and
+    minor labels at 2·10^e and 5·10^e only (``_minor_label``)."""
+    if np.nanmax(values) >= 1:
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(FuncFormatter(_minor_label))
+
+
+def phase_diagram(x, y, spread, y_star=None, *, star=None, y_zero=None, zero=None,
+                  collapsed=None, zero_measured=None, decision=None, split=None, counts=None,
+                  seeds=1, xlabel=r"minority class size $n_B$ (samples)",
+                  ylabel=r"$\lambda=\sqrt{\lambda_W\lambda_H}$", log_x=False, log_y=True,
+                  star_label=r"theory $\lambda^*=\sqrt{n_B}/N$",
+                  zero_label=r"theory $Z=0$: $\lambda=\sqrt{n_A}/N$", title="", out=None,
+                  floor=1e-6):
+    """Minority spread over a 2-d grid (log colour) with the theory's boundary on top and,
+    with ``decision``, a second panel of the per-cell decision against the theory.
 
     Args:
-      n_B: (nx,) minority counts; lam: (ny,) λ values; spread: (ny, nx) measured minority
-        spread of Z; lam_star: (nx,) theoretical threshold per n_B; collapsed: optional
-        (ny, nx) bool, the measured decision, drawn as its boundary contour; lam_zero:
-        optional (nx,) threshold above which the theory says Z = 0 (all classes collapse).
-      out: path (.png/.pdf) to save to; the figure is returned either way.
+      x: (nx,), y: (ny,) axis values (e.g. n_B and λ); spread: (ny, nx) measured minority
+        spread of Z (NaN: not solved).
+      y_star: optional (nx,) the theory's threshold per column in y units (λ* when y is
+        λ), drawn as a line; else ``star`` (ny, nx), e.g. log(λ/λ*), whose zero contour is
+        drawn. y_zero / zero: the same for the Z = 0 threshold (dotted).
+      collapsed: optional (ny, nx) bool, the measured decision, drawn as its boundary
+        contour (white dashes) on the spread panel; zero_measured: optional (ny, nx) bool,
+        where the measured Z counts as 0, its boundary drawn dotted in white.
+      decision: optional (ny, nx) int codes of ``analysis.decision_categories``, drawn in
+        DECISION_COLORS beside the spread panel; split: optional (ny, nx) bool, cells whose
+        seeds disagree (black dots); counts: optional (6,) cells per code (legend);
+        seeds: seeds per cell (the decision is their majority).
+      log_x, log_y: axis scales. out: path (.png/.pdf) to save to; the figure is returned.
     """
-    fig, ax = plt.subplots(figsize=(5.2, 4.0), constrained_layout=True)
-    mesh = ax.pcolormesh(n_B, lam, np.clip(spread, floor, None), shading="nearest",
-                         norm=LogNorm(vmin=floor, vmax=max(float(np.nanmax(spread)), 10 * floor)),
-                         cmap="viridis")
-    fig.colorbar(mesh, ax=ax, label=r"minority spread $\max_{j,k\in B}\|z_j-z_k\|/\max_k\|z_k\|$")
-    if collapsed is not None:
-        ax.contour(n_B, lam, collapsed.astype(float), levels=[0.5], colors="white",
-                   linewidths=1.0, linestyles="--")
-    ax.plot(n_B, lam_star, color="red", lw=1.5, label=r"theory $\lambda^*=\sqrt{n_B}/N$")
-    if lam_zero is not None:
-        ax.plot(n_B, lam_zero, color="orange", lw=1.2, ls=":",
-                label=r"theory $Z=0$: $\sqrt{n_A}/N$")
-    ax.set_ylim(lam[0], lam[-1])
-    ax.set_yscale("log")
-    ax.set_xlabel(r"minority class size $n_B$ (samples)")
-    ax.set_ylabel(r"$\lambda=\sqrt{\lambda_W\lambda_H}$")
-    ax.set_title(title, fontsize=9)
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.8)
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+    from matplotlib.patches import Patch
+
+    from ncjax.analysis import DECISION_NAMES
+
+    panels = 1 if decision is None else 2
+    fig, axs = plt.subplots(1, panels, figsize=(5.0 * panels, 4.9 if panels == 2 else 4.3),
+                            constrained_layout=True, squeeze=False)
+    ax = axs[0, 0]
+    vmax = max(float(np.nanmax(spread)) if np.isfinite(spread).any() else 1.0, 10 * floor)
+    mesh = ax.pcolormesh(x, y, np.clip(spread, floor, None), shading="nearest",
+                         norm=LogNorm(vmin=floor, vmax=vmax), cmap="viridis", rasterized=True)
+    fig.colorbar(mesh, ax=ax, pad=0.01,
+                 label=r"minority spread $\max_{j,k\in B}\|z_j-z_k\|/\max_k\|z_k\|$")
+    for mask, ls, label in ((collapsed, "--", "measured boundary"),
+                            (zero_measured, ":", r"measured $Z=0$ boundary")):
+        if mask is not None and 0 < np.sum(mask) < np.size(mask):
+            ax.contour(x, y, np.asarray(mask, float), levels=[0.5], colors="white",
+                       linewidths=1.1, linestyles=[ls])
+            ax.plot([], [], color="white", lw=1.1, ls=ls, label=label)
+    for a in axs[0]:
+        _theory_boundary(a, x, y, y_star, star, color="red", ls="-", label=star_label)
+        _theory_boundary(a, x, y, y_zero, zero, color="orange", ls=":", label=zero_label)
+        a.set_xlim(np.min(x), np.max(x))
+        a.set_ylim(np.min(y), np.max(y))
+        a.set_xscale("log" if log_x else "linear")
+        a.set_yscale("log" if log_y else "linear")
+        if log_x:
+            _log_ticks(a.xaxis, x)
+        if log_y:
+            _log_ticks(a.yaxis, y)
+        a.set_xlabel(xlabel)
+        a.set_ylabel(ylabel)
+    ax.set_title("measured minority spread of $Z$", fontsize=9)
+    leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7.5,
+                    framealpha=1.0)
+    leg.get_frame().set_facecolor("0.8")
+    if decision is not None:
+        ax2 = axs[0, 1]
+        ax2.pcolormesh(x, y, decision, shading="nearest", rasterized=True,
+                       cmap=ListedColormap(DECISION_COLORS),
+                       norm=BoundaryNorm(np.arange(-0.5, len(DECISION_COLORS)),
+                                         len(DECISION_COLORS)))
+        if split is not None and np.any(split):
+            X, Y = np.meshgrid(x, y)
+            ax2.plot(X[split], Y[split], ".", color="k", ms=2.5, ls="none",
+                     label=f"seeds disagree ({int(np.sum(split))})")
+        handles = [Patch(facecolor=c, edgecolor="0.5", lw=0.5,
+                         label=name + ("" if counts is None else f" ({int(counts[i])})"))
+                   for i, (c, name) in enumerate(zip(DECISION_COLORS, DECISION_NAMES))
+                   if counts is None or counts[i] > 0]
+        h, _ = ax2.get_legend_handles_labels()
+        ax2.legend(handles=handles + h, loc="upper center", bbox_to_anchor=(0.5, -0.14),
+                   ncol=2, fontsize=7.5, frameon=False,
+                   title=("measured: majority of %d seeds" % seeds if seeds > 1
+                          else "measured: one solve per cell") + "; theory: λ ≥ λ*",
+                   title_fontsize=7.5)
+        ax2.set_title(r"collapse decision per cell (near: $|\lambda/\lambda^*-1|\leq 2\%$)",
+                      fontsize=9)
+    fig.suptitle(title, fontsize=9)
     if out is not None:
         fig.savefig(out, dpi=150)
     return fig
@@ -164,6 +245,93 @@ def spread_curve(x, spreads, x_pred, *, line_labels, tol, xlabel, log_x=True, ti
     ax.set_ylabel(r"minority spread $\max_{j,k\in B}\|z_j-z_k\|/\max_k\|z_k\|$")
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, framealpha=0.85)
+    if out is not None:
+        fig.savefig(out, dpi=150)
+    return fig
+
+
+def _groups(counts):
+    """Consecutive runs of equal counts: [(first, stop, n_g), …] in class order."""
+    counts = np.asarray(counts, float)
+    cut = np.flatnonzero(np.diff(counts) != 0) + 1
+    starts = np.concatenate([[0], cut])
+    stops = np.concatenate([cut, [counts.size]])
+    return [(int(a), int(b), float(counts[a])) for a, b in zip(starts, stops)]
+
+
+def z_heatmaps(Zs, counts, titles, *, out=None, per_row=3):
+    """Class-mean logits Z (K × K, column k = z_k = W h̄_k) as heatmaps, one panel per
+    chosen cell: diverging colour map centred at 0 (each panel its own symmetric scale,
+    ±max|Z|), class groups (runs of equal n_k: A, B for two clusters) marked by lines and
+    labelled with their count.
+
+    Zs: (P, K, K); counts: (P, K) class counts of each panel; titles: (P,) strings.
+    Returns the figure; saved to ``out`` (.png or .pdf) when given.
+    """
+    from matplotlib.colors import TwoSlopeNorm
+
+    Zs = np.asarray(Zs, float)
+    P, K = Zs.shape[0], Zs.shape[-1]
+    cols = min(P, per_row)
+    rows = -(-P // cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(3.5 * cols, 3.9 * rows),
+                            constrained_layout=True, squeeze=False)
+    for p in range(rows * cols):
+        ax = axs[p // cols, p % cols]
+        if p >= P:
+            ax.set_axis_off()
+            continue
+        Z = Zs[p]
+        vmax = float(np.max(np.abs(Z))) or 1.0
+        im = ax.imshow(Z, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -vmax, vmax),
+                       interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.82, format="%.2g")
+        groups = _groups(counts[p])
+        names = ("A", "B") if len(groups) == 2 else tuple(f"g{i + 1}" for i in range(len(groups)))
+        ticks, labels = [], []
+        for (a, b, n_g), name in zip(groups, names):
+            ticks.append((a + b - 1) / 2)
+            labels.append(f"{name}\n$n$={n_g:.4g}")
+            if a > 0:
+                for line in (ax.axvline, ax.axhline):
+                    line(a - 0.5, color="k", lw=1.0)
+        ax.set_xticks(ticks, labels, fontsize=7)
+        ax.set_yticks(ticks, [lab.replace("\n", " ") for lab in labels], fontsize=7,
+                      rotation=90, va="center")
+        ax.set_xlabel(r"class $k$ (column $z_k$)", fontsize=8)
+        ax.set_ylabel(r"logit of class $j$ (row)", fontsize=8)
+        ax.set_title(titles[p], fontsize=7.5)
+    if out is not None:
+        fig.savefig(out, dpi=150)
+    return fig
+
+
+def traces(step, gaps, nc1, spread, labels, *, title="", out=None):
+    """Objective and collapse metrics against optimiser steps, one line per traced cell:
+    F − F_final (log; non-positive values not drawn), NC1 (when given, m ≥ 2) and the
+    minority spread of Z, each in its own panel.
+
+    step: (S + 1,) step numbers; gaps: (P, S + 1); nc1: (P, S + 1) or None; spread:
+    (P, S + 1) max_{j,k∈B}‖z_j − z_k‖/max_k‖z_k‖; labels: (P,).
+    """
+    panels = [(gaps, r"$F - F_{\mathrm{final}}$")]
+    if nc1 is not None:
+        panels.append((nc1, r"NC1 $=\mathrm{Tr}(\Sigma_W\Sigma_B^\dagger)/K$"))
+    panels.append((spread, r"minority spread $\max_{j,k\in B}\|z_j-z_k\|/\max_k\|z_k\|$"))
+    fig, axs = plt.subplots(1, len(panels), figsize=(3.5 * len(panels), 3.6),
+                            constrained_layout=True)
+    for ax, (vals, ylabel) in zip(axs, panels):
+        vals = np.asarray(vals, float)
+        for p in range(vals.shape[0]):
+            ax.plot(step, np.where(vals[p] > 0, vals[p], np.nan), color=f"C{p}", lw=1.4,
+                    label=labels[p])
+        ax.set_yscale("log")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(ylabel)
+        ax.set_xlim(step[0], step[-1])
+    fig.legend(*axs[0].get_legend_handles_labels(), loc="outside lower center",
+               ncol=min(len(labels), 2), fontsize=7.5, frameon=False)
+    fig.suptitle(title, fontsize=9)
     if out is not None:
         fig.savefig(out, dpi=150)
     return fig

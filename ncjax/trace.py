@@ -1,0 +1,110 @@
+"""Per-step traces of one solve: the objective and the collapse metrics along the way.
+
+The solver (``ncjax.solver``) keeps only the end of each run. ``trace`` solves ONE
+configuration again, from the same random start and with the same optimiser steps
+(``solver.init_natural``, ``solver._optimizer``, ``solver._step`` on the same objective
+F = ``model.ufm_objective`` ∘ ``solver.from_natural``), for a fixed number of steps under
+``lax.scan``, recording at the start and after every step:
+
+    objective   F(W, H, b)                                   (half convention)
+    grad_norm   ‖∇F‖ in the solver's natural coordinates
+    nc1         NC1 = Tr(Σ_W Σ_B^†)/K (``metrics.nc1``); NaN for m = 1, where every class
+                has one feature and there is no within-class variability to measure
+    minority_spread_Z  max_{j,k∈B} ‖z_j − z_k‖ / max_k ‖z_k‖ (B: the classes of the
+                smallest count; relative, no zero rule), meaningful for every m
+
+There is no stopping rule and no freezing: after S steps the iterate is the one
+``ncjax.solve(..., gtol=0, ftol=0, max_steps=S)`` returns (a NaN is recorded as it
+comes; the solver would have kept the last finite iterate).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ncjax import metrics, model
+from ncjax import solver as _solver
+from ncjax._validate import InputError
+
+
+class Trace(NamedTuple):
+    """Per-step records of one solve, numpy arrays of (steps + 1,): index 0 is the random
+    start, index s the iterate after s optimiser steps."""
+
+    objective: np.ndarray
+    grad_norm: np.ndarray
+    nc1: np.ndarray
+    minority_spread_Z: np.ndarray
+
+
+def _record(x, value, grad, n_k, lam_W, lam_H):
+    """(F, ‖∇F‖, NC1 or NaN for m = 1, minority spread of Z) at the natural point x."""
+    W, H, _ = _solver.from_natural(x, n_k, lam_W, lam_H)
+    Z = model.mean_logits(W, H)
+    zk = Z.T  # rows z_k
+    in_B = n_k == jnp.min(n_k)
+    spread = jnp.max(jnp.where(in_B, metrics.group_spread(zk, n_k), 0.0))
+    scale = jnp.max(jnp.linalg.norm(zk, axis=1))
+    nc1 = metrics.nc1(H, n_k) if H.shape[1] > 1 else jnp.asarray(jnp.nan, value.dtype)
+    return value, optax.tree.norm(grad), nc1, spread / jnp.where(scale > 0, scale, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "memory_size", "dtype",
+                                             "steps"))
+def _trace_one(seed, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, *, d, m, optimizer,
+               memory_size, dtype, steps):
+    """The compiled trace: the solver's start fold_in(key(seed), key_index) and ``steps``
+    calls of ``solver._step`` under ``lax.scan``. Returns four (steps + 1,) arrays."""
+    key = jax.random.fold_in(jax.random.key(seed), key_index)
+
+    def f(x):
+        return model.ufm_objective(_solver.from_natural(x, n_k, lam_W, lam_H), n_k, lam_W,
+                                   lam_H, lam_b)
+
+    value_and_grad = jax.value_and_grad(f)
+    opt = _solver._optimizer(optimizer, learning_rate, memory_size)
+    x0 = _solver.init_natural(key, n_k, d=d, m=m, dtype=jnp.dtype(dtype))
+    v0, g0 = value_and_grad(x0)
+
+    def body(c, _):
+        c = _solver._step(opt, optimizer, f, value_and_grad, *c)
+        return c, _record(c[0], c[2], c[3], n_k, lam_W, lam_H)
+
+    _, rec = jax.lax.scan(body, (x0, opt.init(x0), v0, g0), None, length=steps)
+    first = _record(x0, v0, g0, n_k, lam_W, lam_H)
+    return tuple(jnp.concatenate([a[None], r]) for a, r in zip(first, rec))
+
+
+def trace(counts, lam_W, lam_H, lam_b=0.0, *, steps: int, d: int | None = None, m: int = 1,
+          seed: int = 0, key_index: int = 0, convention: str = "half",
+          optimizer: str = "lbfgs", learning_rate=None, memory_size: int = 10,
+          dtype: str = "float32") -> Trace:
+    """Solve one configuration for exactly ``steps`` optimiser steps and record F, ‖∇F‖,
+    NC1 and the minority spread of Z at the start and after every step.
+
+    The arguments mean what they mean in ``ncjax.solve`` (one configuration: counts (K,),
+    scalar λ's; ``seed`` and ``key_index`` pick the random start, so a sweep's cell i is
+    traced with its seed and key_index = i); checked the same way. Returns a ``Trace``.
+    """
+    per, static, batched = _solver._inputs(
+        counts, lam_W, lam_H, lam_b, d=d, m=m, seed=seed, convention=convention,
+        optimizer=optimizer, learning_rate=learning_rate, max_steps=steps, gtol=None,
+        ftol=None, dtype=dtype, memory_size=memory_size, key_index=key_index, method="ufm",
+        gap_tol=None, pool=None)
+    if batched:
+        raise InputError("trace takes one configuration: counts (K,) and scalar settings")
+    dt = static["dtype"]
+    with _solver._x64(dt == "float64"), _solver.precise():  # the solve's arithmetic
+        out = _trace_one(
+            np.uint32(per["seed"][0]), np.uint32(per["key_index"][0]),
+            *(np.asarray(per[k][0], dt) for k in ("counts", "lam_W", "lam_H", "lam_b",
+                                                 "learning_rate")),
+            d=static["d"], m=static["m"], optimizer=static["optimizer"],
+            memory_size=static["memory_size"], dtype=dt, steps=static["max_steps"])
+        return Trace(*(np.asarray(a) for a in jax.device_get(out)))
