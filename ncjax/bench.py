@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ncjax import solver, spec as _spec, sweep
+from ncjax._validate import InputError
 
 # (K, d, m): the reference shape, a tiny one and the full UFM (m = n_k = 1000).
 SHAPES = {"reference": (10, 64, 32), "tiny": (10, 16, 4), "full": (10, 64, 1000)}
@@ -705,14 +706,19 @@ def plot(res: dict, path) -> Path:
     return Path(path)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="ncjax bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default=None, help="folder for bench.json, bench.md, bench.png")
-    p.add_argument("--tiny", action="store_true", help="a seconds-long run (tests)")
-    p.add_argument("--repeats", type=int, default=3)
-    a = p.parse_args(argv)
+def from_args(a) -> int:
+    """Run the benchmark from parsed options."""
+    if a.repeats < 1:
+        raise InputError(f"--repeats must be >= 1, got {a.repeats}")
     run(tiny=a.tiny, repeats=a.repeats, out=a.out)
     return 0
+
+
+def main(argv=None) -> int:
+    from ncjax.cli import add_bench_arguments
+    p = add_bench_arguments(argparse.ArgumentParser(prog="ncjax bench",
+                                                    description=__doc__.split("\n\n")[0]))
+    return from_args(p.parse_args(argv))
 
 
 if __name__ == "__main__":

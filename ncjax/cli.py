@@ -684,7 +684,25 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dir")
     rp.add_argument("--out", default=None, help="markdown file (default DIR/report.md)")
     rp.set_defaults(run=_report)
+    bn = add_bench_arguments(sub.add_parser(
+        "bench", help="throughput, bandwidth against a copy, time to solution and growth, "
+        "beside the baselines, on the current device (JSON, markdown, PNG)"))
+    bn.set_defaults(run=_bench)
     return p
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The benchmark's options (``ncjax bench`` and ``benchmarks/bench.py`` share them)."""
+    p.add_argument("--out", default=None, help="folder for bench.json, bench.md, bench.png")
+    p.add_argument("--tiny", action="store_true", help="a run of seconds (the tests' mode)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed calls per measurement, after one warm call (the median)")
+    return p
+
+
+def _bench(args) -> int:
+    from ncjax import bench
+    return bench.from_args(args)
 
 
 def main(argv=None) -> int:

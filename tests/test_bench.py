@@ -6,11 +6,11 @@ import json
 import jax.numpy as jnp
 import numpy as np
 
-from ncjax import bench, solver
+from ncjax import bench, cli, solver
 
 
 def test_tiny_benchmark_run(tmp_path):
-    assert bench.main(["--tiny", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    assert cli.main(["bench", "--tiny", "--repeats", "1", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "bench.json").read_text())
     md = (tmp_path / "bench.md").read_text()
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
