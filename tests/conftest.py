@@ -17,3 +17,12 @@ def convex_optimum(counts: tuple, lam: float, lam_b: float):
     """cvxpy's (P*, Z*, b*) for the convex form, cached across tests."""
     from ncjax.reference import solve_convex
     return solve_convex(list(counts), lam, lam_b)
+
+
+def run_spec(tmp_path_factory, text: str, name: str):
+    """Sweep the spec ``text`` in a fresh temporary folder; returns the run directory."""
+    from ncjax import sweep
+    d = tmp_path_factory.mktemp(name)
+    (d / "spec.toml").write_text(text)
+    sweep.run(d / "spec.toml", d / "run", quiet=True)
+    return d / "run"

@@ -10,6 +10,7 @@ import pytest
 
 from ncjax import analysis, metrics, report, sweep
 from ncjax.cli import main
+from tests.conftest import run_spec
 from ncjax.metrics import COLLAPSE_TOL
 from ncjax.solver import _x64
 
@@ -50,21 +51,14 @@ dtype = "float64"
 """
 
 
-def _run(tmp_path_factory, text, name):
-    d = tmp_path_factory.mktemp(name)
-    (d / "spec.toml").write_text(text)
-    sweep.run(d / "spec.toml", d / "run", quiet=True)
-    return d / "run"
-
-
 @pytest.fixture(scope="module")
 def nb_lam(tmp_path_factory):
-    return _run(tmp_path_factory, NB_LAM, "nb_lam")
+    return run_spec(tmp_path_factory, NB_LAM, "nb_lam")
 
 
 @pytest.fixture(scope="module")
 def ratio_nb(tmp_path_factory):
-    return _run(tmp_path_factory, RATIO_NB, "ratio_nb")
+    return run_spec(tmp_path_factory, RATIO_NB, "ratio_nb")
 
 
 def test_decision_categories_by_hand():

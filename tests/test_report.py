@@ -7,6 +7,7 @@ import pytest
 
 from ncjax import sweep
 from ncjax.cli import main
+from tests.conftest import run_spec
 from ncjax.metrics import COLLAPSE_TOL
 
 LAM_SPEC = """
@@ -51,21 +52,14 @@ HEADINGS = ["# ncjax report:", "## Agreement with the theory",
             "## Certified gap", "## Asymptotic cosines"]
 
 
-def _run(tmp_path_factory, text, name):
-    d = tmp_path_factory.mktemp(name)
-    (d / "spec.toml").write_text(text)
-    sweep.run(d / "spec.toml", d / "run", quiet=True)
-    return d / "run"
-
-
 @pytest.fixture(scope="module")
 def lam_run(tmp_path_factory):
-    return _run(tmp_path_factory, LAM_SPEC, "lam")
+    return run_spec(tmp_path_factory, LAM_SPEC, "lam")
 
 
 @pytest.fixture(scope="module")
 def na_run(tmp_path_factory):
-    return _run(tmp_path_factory, NA_SPEC, "na")
+    return run_spec(tmp_path_factory, NA_SPEC, "na")
 
 
 def _number(text, pattern):
