@@ -25,12 +25,12 @@ def _batch(B, rng):
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-6), ("float64", 1e-12)])
-def test_alone_equals_inside_a_batch_of_64(dtype, rtol):
-    counts, lam_W, lam_H, lam_b = _batch(64, np.random.default_rng(0))
-    seeds = np.arange(1000, 1064)
+def test_alone_equals_inside_a_batch_of_32(dtype, rtol):
+    counts, lam_W, lam_H, lam_b = _batch(32, np.random.default_rng(0))
+    seeds = np.arange(1000, 1032)
     batch = ncjax.solve(counts, lam_W, lam_H, lam_b, seed=seeds, dtype=dtype)
     assert batch.converged.all()
-    for i in (0, 37, 63):
+    for i in (0, 17, 31):
         alone = ncjax.solve(counts[i], lam_W[i], lam_H[i], lam_b[i], seed=seeds[i], dtype=dtype)
         np.testing.assert_allclose(alone.objective, batch.objective[i], rtol=rtol)
 
