@@ -140,7 +140,7 @@ def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=
     optimised HLO text under "hlo")."""
     per, static = _batch(K, d, m, B, optimizer=optimizer, dtype=dtype)
     put = lambda k, t=dtype: jax.device_put(np.asarray(per[k], t), device)
-    keys = jax.device_put(jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(
+    keys = jax.device_put(jax.vmap(solver.start_key)(
         per["seed"].astype(np.uint32), per["key_index"].astype(np.uint32)), device)
     args = (keys,) + tuple(put(k) for k in ("counts", "lam_W", "lam_H", "lam_b",
                                             "learning_rate", "gtol", "ftol"))
@@ -189,7 +189,7 @@ def _one(K, d, m, *, optimizer, dtype, gtol=0.0, ftol=0.0, max_steps=1 << 30, co
     static["dtype"] = jnp.dtype(dtype)
     params = tuple(jnp.asarray(per[k][0], dtype) for k in (
         "counts", "lam_W", "lam_H", "lam_b", "learning_rate", "gtol", "ftol"))
-    key = jax.random.fold_in(jax.random.key(int(per["seed"][0])), int(per["key_index"][0]))
+    key = solver.start_key(int(per["seed"][0]), int(per["key_index"][0]))
     init, body = _stepper(tuple(sorted(static.items(), key=lambda kv: kv[0])))
     return init(key, params), lambda c: body(c, key, params)
 
@@ -369,7 +369,7 @@ def torch_lbfgs_to_tolerance(counts, lam_W, lam_H, idx, *, d, m):
     gtol = solver.GTOL["float32"]
     conv, t = 0, 0.0
     for i in idx:
-        key = jax.random.fold_in(jax.random.key(0), int(i))
+        key = solver.start_key(0, int(i))
         x0 = solver.init_natural(key, jnp.asarray(counts[i]), d=d, m=m, dtype=jnp.float32)
         f, params = _torch_problem(counts[i], float(lam_W[i]), float(lam_H[i]), x0, dev)
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=1, history_size=10,

@@ -98,11 +98,18 @@ def _optimizer(name: str, learning_rate, memory_size: int):
     return {"adam": optax.adam, "gd": optax.sgd}[name](learning_rate)
 
 
+def start_key(seed, key_index):
+    """The key of a configuration's random start: fold_in(key(seed), key_index). A sweep
+    passes each cell's flat grid index as key_index, so a start never depends on the batch
+    around it. Scalars; vmap it for arrays."""
+    return jax.random.fold_in(jax.random.key(seed), key_index)
+
+
 def _step(opt, optimizer, f, value_and_grad, x, opt_state, value, grad):
     """One optimiser step from x, where F(x) = value and ∇F(x) = grad; returns
     (x', opt_state', F(x'), ∇F(x')). L-BFGS steps by its zoom line search (the accepted
     point's value and gradient come from its state); adam/gd step and evaluate F there.
-    Shared by ``_solve_one`` and ``ncjax.trace``."""
+    The body of ``_loop``."""
     if optimizer == "lbfgs":
         updates, opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,
                                         value_fn=f)
@@ -132,8 +139,8 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
     converged at the first step where ‖∇‖ ≤ gtol·‖∇₀‖ or the objective moved by at most
     ftol·max(|F|, 1) over the last WINDOW steps (ftol = 0 turns this off), diverged where F
     or ∇ is not finite (the last finite iterate is kept), max_steps at max_steps; ``cond``
-    is true while it runs. ``_solve_one`` runs it in a ``lax.while_loop``; the benchmarks
-    also step it from Python, one configuration at a time.
+    is true while it runs. ``_solve_one`` runs it in a ``lax.while_loop``; ``ncjax.trace``
+    in a ``lax.scan`` that records every step; the benchmarks step it from Python.
     """
     def f(x):
         return model.ufm_objective(from_natural(x, n_k, lam_W, lam_H), n_k, lam_W, lam_H, lam_b)
@@ -205,7 +212,7 @@ def _solve_batch(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol
     and the theory, vmapped. Arrays are (B, ...) but max_steps, a scalar (traced: a new
     value does not recompile). Configuration i starts from the key
     fold_in(key(seeds[i]), key_index[i])."""
-    keys = jax.vmap(lambda s, i: jax.random.fold_in(jax.random.key(s), i))(seeds, key_index)
+    keys = jax.vmap(start_key)(seeds, key_index)
     solved = _optimise(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, max_steps,
                        d=d, m=m, optimizer=optimizer, memory_size=memory_size, dtype=dtype)
     return jax.vmap(_measure)(*solved, n_k, lam_W, lam_H, lam_b)

@@ -1,10 +1,9 @@
 """Per-step traces of one solve: the objective and the collapse metrics along the way.
 
 The solver (``ncjax.solver``) keeps only the end of each run. ``trace`` solves ONE
-configuration again, from the same random start and with the same optimiser steps
-(``solver.init_natural``, ``solver._optimizer``, ``solver._step`` on the same objective
-F = ``model.ufm_objective`` ∘ ``solver.from_natural``), for a fixed number of steps under
-``lax.scan``, recording at the start and after every step:
+configuration again with the solver's own loop (``solver._loop``: the same random start,
+the same optimiser steps on F = ``model.ufm_objective`` ∘ ``solver.from_natural``), for a
+fixed number of steps under ``lax.scan``, recording at the start and after every step:
 
     objective   F(W, H, b)                                   (half convention)
     grad_norm   ‖∇F‖ in the solver's natural coordinates
@@ -59,26 +58,23 @@ def _record(x, value, grad, n_k, lam_W, lam_H):
                                              "steps"))
 def _trace_one(seed, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, *, d, m, optimizer,
                memory_size, dtype, steps):
-    """The compiled trace: the solver's start fold_in(key(seed), key_index) and ``steps``
-    calls of ``solver._step`` under ``lax.scan``. Returns four (steps + 1,) arrays."""
-    key = jax.random.fold_in(jax.random.key(seed), key_index)
+    """The compiled trace: the solver's own loop (``solver._loop``: its start
+    ``solver.start_key(seed, key_index)`` and its body) for ``steps`` steps under
+    ``lax.scan``, gtol = ftol = 0 so that no step stops it. Returns four (steps + 1,)
+    arrays."""
+    zero = jnp.zeros((), jnp.dtype(dtype))
+    carry, _, body = _solver._loop(
+        _solver.start_key(seed, key_index), n_k, lam_W, lam_H, lam_b, learning_rate, zero,
+        zero, d=d, m=m, optimizer=optimizer, max_steps=steps, memory_size=memory_size,
+        dtype=jnp.dtype(dtype))
+    record = lambda c: _record(c.x, c.value, c.grad, n_k, lam_W, lam_H)
 
-    def f(x):
-        return model.ufm_objective(_solver.from_natural(x, n_k, lam_W, lam_H), n_k, lam_W,
-                                   lam_H, lam_b)
+    def step(c, _):
+        c = body(c)
+        return c, record(c)
 
-    value_and_grad = jax.value_and_grad(f)
-    opt = _solver._optimizer(optimizer, learning_rate, memory_size)
-    x0 = _solver.init_natural(key, n_k, d=d, m=m, dtype=jnp.dtype(dtype))
-    v0, g0 = value_and_grad(x0)
-
-    def body(c, _):
-        c = _solver._step(opt, optimizer, f, value_and_grad, *c)
-        return c, _record(c[0], c[2], c[3], n_k, lam_W, lam_H)
-
-    _, rec = jax.lax.scan(body, (x0, opt.init(x0), v0, g0), None, length=steps)
-    first = _record(x0, v0, g0, n_k, lam_W, lam_H)
-    return tuple(jnp.concatenate([a[None], r]) for a, r in zip(first, rec))
+    _, rec = jax.lax.scan(step, carry, None, length=steps)
+    return tuple(jnp.concatenate([a[None], r]) for a, r in zip(record(carry), rec))
 
 
 def trace(counts, lam_W, lam_H, lam_b=0.0, *, steps: int, d: int | None = None, m: int = 1,
