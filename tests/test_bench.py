@@ -40,3 +40,20 @@ def test_tiny_benchmark_run(tmp_path):
     assert "jitted step, Python loop (L-BFGS)" in routes
     assert all(b["converged"] == b["sample"] for b in routes.values())
     assert "## Growth" in md and res["growth"]["K"][0]["ran_all_steps"]
+
+
+def test_the_loop_body_alone_does_not_redraw_the_start():
+    """The one-configuration baseline jits ``solver._loop``'s body on its own; after XLA's
+    dead-code elimination (the lowering) it must not hold the random start (threefry), as
+    it did when the stopping threshold gtol·‖∇₀‖ was closed over instead of carried."""
+    import jax
+
+    static = dict(d=4, m=2, optimizer="adam", max_steps=10, memory_size=3,
+                  dtype=jnp.dtype("float32"))
+    p = (jnp.asarray([50.0, 50.0, 10.0, 10.0]), 0.01, 0.001, 0.0, 0.01, 1e-6, 0.0)
+    key = solver.start_key(0, 0)
+    carry = solver._loop(key, *p, **static)[0]
+    body = jax.jit(lambda c, k: solver._loop(k, *p, **static)[2](c))
+    assert "threefry" not in body.lower(carry, key).as_text()
+    start = jax.jit(lambda k: solver._loop(k, *p, **static)[0])
+    assert "threefry" in start.lower(key).as_text()  # the check can see a start
