@@ -9,8 +9,9 @@ so that (λ_W/2)‖W‖² = (λ/2)‖V‖², (λ_H/2) w_k ‖h_{k,i}‖² = (λ/
 W h_{k,i} = V u_{k,i}/sqrt(w_k), with λ = sqrt(λ_W λ_H). The Hessian of the feature
 block is then V^T S V / N for every class, whatever n_k: minority features no longer see
 gradients n_k/(mN) times smaller, and the ratio λ_W/λ_H drops out. The objective is
-still exactly F (``model.ufm_objective`` composed with the map), so the optimum is the
-same; ``grad_norm`` is the norm of the gradient in these coordinates.
+still exactly F, written in these coordinates (``natural_objective``: equal to
+``model.ufm_objective`` composed with the map), so the optimum is the same;
+``grad_norm`` is the norm of the gradient in these coordinates.
 
 Each configuration runs its own ``lax.while_loop`` under ``vmap``: a configuration that
 has stopped is frozen (the batched loop selects its old state) while the others go on,
@@ -75,6 +76,27 @@ def from_natural(x: Natural, n_k, lam_W, lam_H) -> model.Params:
     return model.Params(a * x.V, x.U / (a * jnp.sqrt(w_k))[:, None, None], x.b)
 
 
+def natural_objective(x: Natural, n_k, lam_W, lam_H, lam_b) -> jax.Array:
+    """F(W, H, b) of ``model.ufm_objective`` at (W, H, b) = ``from_natural(x, ...)``,
+    written in the natural coordinates:
+
+        F = (1/N) Σ_k w_k Σ_i CE(V u_{k,i}/sqrt(w_k) + b, k)
+            + (λ/2)(‖V‖² + ‖U‖²) + (λ_b/2)‖b‖²,    λ = sqrt(λ_W λ_H), w_k = n_k/m.
+
+    The same number as the composition, but the scaling by a sqrt(w_k) acts on the
+    (K, m, K) logits instead of the (K, m, d) features: the step's gradient makes one pass
+    over U fewer each way. Shapes as ``Natural``; a scalar.
+    """
+    V, U, b = x
+    K, m, _ = U.shape
+    w_k = n_k / m
+    logits = jnp.einsum("kid,cd->kic", U, V) * jax.lax.rsqrt(w_k)[:, None, None] + b
+    ce = model.cross_entropy(logits, jnp.arange(K)[:, None])  # (K, m)
+    loss = jnp.sum(w_k * jnp.sum(ce, axis=1)) / jnp.sum(n_k)
+    lam = theory.effective_lam(lam_W, lam_H)
+    return loss + 0.5 * lam * (jnp.sum(V**2) + jnp.sum(U**2)) + 0.5 * lam_b * jnp.sum(b**2)
+
+
 def init_natural(key, n_k, *, d: int, m: int, dtype) -> Natural:
     """Random initial point with class-mean logits of unit scale and balanced blocks.
 
@@ -125,7 +147,8 @@ class _Carry(NamedTuple):
     x: Natural
     opt_state: optax.OptState
     value: jax.Array
-    grad: Natural
+    grad: Natural  # ∇F at the last step's point (not finite once a step diverged)
+    gnorm: jax.Array  # ‖∇F(x)‖, x the kept iterate
     step: jax.Array
     status: jax.Array  # -1 while running, then a status code
     value_ref: jax.Array  # objective WINDOW steps ago (at the last multiple of WINDOW)
@@ -139,12 +162,15 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
     ``body`` takes one optimiser step and applies the stopping rule: status becomes
     converged at the first step where ‖∇‖ ≤ gtol·‖∇₀‖ or the objective moved by at most
     ftol·max(|F|, 1) over the last WINDOW steps (ftol = 0 turns this off), diverged where F
-    or ∇ is not finite (the last finite iterate is kept), max_steps at max_steps; ``cond``
-    is true while it runs. ``_solve_one`` runs it in a ``lax.while_loop``; ``ncjax.trace``
-    in a ``lax.scan`` that records every step; the benchmarks step it from Python.
+    or ∇ is not finite, max_steps at max_steps; ``cond`` is true while it runs. A diverged
+    step keeps the last finite iterate x with its F and ‖∇F‖ and nothing else: the step
+    ends the run, so the optimiser state and ∇F are never read again, while a select over
+    them would cost every step of every configuration a pass over memory. ``_solve_one``
+    runs it in a ``lax.while_loop``; ``ncjax.trace`` in a ``lax.scan`` that records every
+    step (after a divergence, the kept values); the benchmarks step it from Python.
     """
     def f(x):
-        return model.ufm_objective(from_natural(x, n_k, lam_W, lam_H), n_k, lam_W, lam_H, lam_b)
+        return natural_objective(x, n_k, lam_W, lam_H, lam_b)
 
     value_and_grad = jax.value_and_grad(f)
     opt = _optimizer(optimizer, learning_rate, memory_size)
@@ -152,8 +178,9 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
     v0, g0 = value_and_grad(x0)
     # ‖∇₀‖ rides in the carry: a body applied on its own (the benchmarks' Python loop)
     # then never recomputes the start's gradient
-    carry = _Carry(x0, opt.init(x0), v0, g0, jnp.asarray(0), jnp.asarray(-1), v0,
-                   gtol * optax.tree.norm(g0))
+    gnorm0 = optax.tree.norm(g0)
+    carry = _Carry(x0, opt.init(x0), v0, g0, gnorm0, jnp.asarray(0), jnp.asarray(-1), v0,
+                   gtol * gnorm0)
 
     def body(c):
         x, opt_state, value, grad = _step(opt, optimizer, f, value_and_grad, c.x,
@@ -168,9 +195,9 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
             ~finite, DIVERGED,
             jnp.where((gnorm <= c.gtol_abs) | flat, CONVERGED,
                       jnp.where(step >= max_steps, MAX_STEPS, -1)))
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-        value = jnp.where(finite, value, c.value)
-        return _Carry(keep(x, c.x), keep(opt_state, c.opt_state), value, keep(grad, c.grad),
+        keep = lambda new, old: jnp.where(finite, new, old)
+        value = keep(value, c.value)
+        return _Carry(jax.tree.map(keep, x, c.x), opt_state, value, grad, keep(gnorm, c.gnorm),
                       step, status, jnp.where(checkpoint, value, c.value_ref), c.gtol_abs)
 
     return carry, lambda c: c.status < 0, body
@@ -182,7 +209,7 @@ def _solve_one(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **stati
     carry, cond, body = _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
                               **static)
     c = jax.lax.while_loop(cond, body, carry)
-    return c.x, c.value, optax.tree.norm(c.grad), c.step, c.status
+    return c.x, c.value, c.gnorm, c.step, c.status
 
 
 def _measure(x, value, gnorm, steps, status, n_k, lam_W, lam_H, lam_b):

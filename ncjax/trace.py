@@ -25,7 +25,6 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ncjax import metrics, model
 from ncjax import solver as _solver
@@ -42,7 +41,7 @@ class Trace(NamedTuple):
     minority_spread_Z: np.ndarray
 
 
-def _record(x, value, grad, n_k, lam_W, lam_H):
+def _record(x, value, gnorm, n_k, lam_W, lam_H):
     """(F, ‖∇F‖, NC1 or NaN for m = 1, minority spread of Z) at the natural point x."""
     W, H, _ = _solver.from_natural(x, n_k, lam_W, lam_H)
     Z = model.mean_logits(W, H)
@@ -51,7 +50,7 @@ def _record(x, value, grad, n_k, lam_W, lam_H):
     spread = jnp.max(jnp.where(in_B, metrics.group_spread(zk, n_k), 0.0))
     scale = jnp.max(jnp.linalg.norm(zk, axis=1))
     nc1 = metrics.nc1(H, n_k) if H.shape[1] > 1 else jnp.asarray(jnp.nan, value.dtype)
-    return value, optax.tree.norm(grad), nc1, spread / jnp.where(scale > 0, scale, 1.0)
+    return value, gnorm, nc1, spread / jnp.where(scale > 0, scale, 1.0)
 
 
 @functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "memory_size", "dtype",
@@ -67,7 +66,7 @@ def _trace_one(seed, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, *, d, m
         _solver.start_key(seed, key_index), n_k, lam_W, lam_H, lam_b, learning_rate, zero,
         zero, d=d, m=m, optimizer=optimizer, max_steps=steps, memory_size=memory_size,
         dtype=jnp.dtype(dtype))
-    record = lambda c: _record(c.x, c.value, c.grad, n_k, lam_W, lam_H)
+    record = lambda c: _record(c.x, c.value, c.gnorm, n_k, lam_W, lam_H)
 
     def step(c, _):
         c = body(c)

@@ -5,11 +5,12 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
 import ncjax
-from ncjax import profiles
+from ncjax import model, profiles, solver
 from ncjax.solver import _solve_batch
 
 
@@ -55,8 +56,21 @@ def test_a_diverging_configuration_leaves_the_others_untouched():
     for i in (0, 2):
         np.testing.assert_allclose(bad.objective[i], good.objective[i], rtol=1e-12)
         np.testing.assert_allclose(bad.Z[i], good.Z[i], rtol=1e-12)
-    # the diverged one keeps its last finite iterate
+    # the diverged one keeps its last finite iterate, with that point's F and ‖∇F‖:
+    # recomputed here from (W, H, b) by the model's objective and autodiff in the natural
+    # coordinates (V = W/a, u = a sqrt(w_k) h, a = (λ_H/λ_W)^{1/4})
     assert np.isfinite(bad.objective[1]) and np.isfinite(bad.Z[1]).all()
+    assert 1 <= bad.steps[1] < 200
+    with solver._x64(True):
+        a = (1e-3 / 0.01) ** 0.25
+        x = solver.Natural(bad.W[1] / a, bad.H[1] * a * np.sqrt(n / 1)[:, None, None],
+                           bad.b[1])
+        F = lambda x: model.ufm_objective(solver.from_natural(x, n, 0.01, 1e-3), n, 0.01,
+                                          1e-3, 0.0)
+        value, grad = jax.value_and_grad(F)(x)
+        gnorm = np.sqrt(sum(float(np.sum(np.asarray(g) ** 2)) for g in grad))
+    np.testing.assert_allclose(bad.objective[1], float(value), rtol=1e-10)
+    np.testing.assert_allclose(bad.grad_norm[1], gnorm, rtol=1e-6)
 
 
 def test_convex_method_on_four_devices_equals_one(tmp_path):

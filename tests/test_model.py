@@ -50,6 +50,30 @@ def test_gradient_matches_finite_differences(x64):
         np.testing.assert_allclose(ad, fd, rtol=1e-7)
 
 
+def test_natural_objective_is_F_of_the_mapped_point(x64):
+    """solver.natural_objective(V, U, b) = F(a V, u_{k,i}/(a sqrt(w_k)), b) by the numpy
+    loops, and its gradient matches finite differences of that composition."""
+    from ncjax import solver
+    V, U, b, n = _random_point(K=5, m=3, d=4, seed=3)
+    lam_W, lam_H, lam_b = 0.3, 0.02, 0.1
+    a = (lam_H / lam_W) ** 0.25
+    w = n / U.shape[1]
+    F = lambda V, U, b: _naive_F(a * V, U / (a * np.sqrt(w))[:, None, None], b, n, lam_W,
+                                 lam_H, lam_b)
+    f = lambda x: solver.natural_objective(x, jnp.asarray(n), lam_W, lam_H, lam_b)
+    x = solver.Natural(*(jnp.asarray(t) for t in (V, U, b)))
+    np.testing.assert_allclose(float(f(x)), F(V, U, b), rtol=1e-13)
+    g = jax.grad(f)(x)
+    rng = np.random.default_rng(4)
+    for _ in range(5):
+        v = [rng.normal(size=t.shape) for t in (V, U, b)]
+        eps = 1e-5
+        fd = (F(*(t + eps * s for t, s in zip((V, U, b), v)))
+              - F(*(t - eps * s for t, s in zip((V, U, b), v)))) / (2 * eps)
+        ad = sum(float(jnp.vdot(gi, vi)) for gi, vi in zip(g, v))
+        np.testing.assert_allclose(ad, fd, rtol=1e-7)
+
+
 def test_cross_entropy_is_stable_for_huge_logits(x64):
     u = jnp.array([1e4, 0.0, -1e4])
     np.testing.assert_allclose(model.cross_entropy(u, 0), 0.0, atol=1e-12)
