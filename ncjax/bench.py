@@ -14,7 +14,9 @@ measures, and writes ``bench.json`` (every raw number, the machine, the command)
   the transfers cancel. Configuration-steps per second = B / step time.
   **Bytes model** of an Adam step: it must at least read and write x = (V, U, b) and both
   moments once, 6·P·itemsize bytes per configuration, P = K d + K m d + K; the achieved
-  bandwidth B·6·P·itemsize/step time is given as a fraction of the copy's.
+  bandwidth B·6·P·itemsize/step time is given as a fraction of the copy's. Next to it,
+  the bytes the compiled step moves (``compiled_bytes``: XLA's cost analysis) over the
+  model: how far the program is from the model's traffic.
 * **step baselines**, the same step for one configuration at a time: the solver's body
   jitted and called from a Python loop; the same body in a jitted ``lax.scan``; the same
   objective and torch.optim.Adam in a PyTorch loop (when torch is installed).
@@ -160,12 +162,32 @@ def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=
     out = jax.device_get(run(2 + steps))
     dt = max(t_hi - t_lo, 1e-12) / steps
     itemsize = np.dtype(dtype).itemsize
+    with solver.precise():
+        traffic = compiled_bytes(args, **kwargs) / B
     return {"K": K, "d": d, "m": m, "B": B, "optimizer": optimizer, "dtype": dtype,
             "steps": steps, "t_lo": t_lo, "t_hi": t_hi, "step_s": dt,
             "config_steps_per_s": B / dt, "compile_s": compile_s,
             "ran_all_steps": bool(np.all(np.asarray(out[3]) == 2 + steps)),
             "adam_bytes_per_s": B * adam_bytes(K, d, m, itemsize) / dt,
+            "compiled_bytes": traffic, "model_bytes": adam_bytes(K, d, m, itemsize),
             "flops_per_s": B * step_flops(K, d, m) / dt} | ({"hlo": exe.as_text()} if hlo else {})
+
+
+def compiled_bytes(args, *, d, m, optimizer, memory_size, dtype) -> float:
+    """Bytes one step of B configurations moves as compiled: XLA's cost analysis ("bytes
+    accessed": operands and results of every instruction of the compiled, vmapped loop
+    body, as if nothing stayed in cache) of ``solver._loop``'s body on the inputs ``args``
+    of ``_loops`` (keys, n_k, λ_W, λ_H, λ_b, learning rate, gtol, ftol; (B, ...)). Over
+    the bytes model it says how many times the model's traffic the program moves; its
+    inverse caps the fraction of the copy a bandwidth-bound step can reach."""
+    static = dict(d=d, m=m, optimizer=optimizer, max_steps=1 << 30, memory_size=memory_size,
+                  dtype=jnp.dtype(dtype))
+    init = jax.vmap(lambda k, *p: solver._loop(k, *p, **static)[0])
+    body = jax.jit(jax.vmap(lambda c, k, *p: solver._loop(k, *p, **static)[2](c)))
+    carry = jax.eval_shape(init, *args)
+    cost = body.lower(carry, *args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost  # older JAX: one per device
+    return float(cost["bytes accessed"])
 
 
 @functools.cache
@@ -594,14 +616,20 @@ def tables(res: dict) -> str:
              f"{copy / 1e9:.1f} GB/s (read + write).", "",
              "## Solver step throughput (float32)", "",
              "| shape (K, d, m) | optimizer | B | config-steps/s | Adam bytes model, GB/s "
-             "| of copy | ran all steps |", "|---|---|---|---|---|---|---|"]
+             "| of copy | compiled bytes / model | ran all steps |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in res["throughput"]:
+        ratio = r["compiled_bytes"] / r["model_bytes"] if "compiled_bytes" in r else np.nan
         lines.append(f"| {r['shape']} ({r['K']}, {r['d']}, {r['m']}) | {r['optimizer']} | "
                      f"{r['B']} | {r['config_steps_per_s']:.4g} | "
                      f"{r['adam_bytes_per_s'] / 1e9:.1f} | "
-                     f"{r['adam_bytes_per_s'] / copy:.1%} | {r['ran_all_steps']} |")
+                     f"{r['adam_bytes_per_s'] / copy:.1%} | {ratio:.2f} | "
+                     f"{r['ran_all_steps']} |")
     lines += ["", "(The bytes model applies to Adam; for L-BFGS the column is the same bytes "
-              "over its step time, for comparison only.)", "",
+              "over its step time, for comparison only. Compiled bytes: XLA's cost analysis "
+              "of the compiled step, operands and results of every instruction as if "
+              "nothing stayed in cache; a step that moves r times the model's bytes reaches "
+              "at most 1/r of the copy if bandwidth-bound.)", "",
               "## Against one configuration at a time (Adam step, config-steps/s)", "",
               "| shape | ncjax vmapped (best B) | jitted step, Python loop | jitted scan "
               "| PyTorch loop | vmapped / loop | vmapped / scan | vmapped / PyTorch |",

@@ -22,6 +22,10 @@ def test_tiny_benchmark_run(tmp_path):
         np.testing.assert_allclose(r["config_steps_per_s"],
                                    r["B"] * r["steps"] / (r["t_hi"] - r["t_lo"]), rtol=1e-9)
         assert f"| {r['B']} | {r['config_steps_per_s']:.4g} |" in md
+        # the bytes model is a lower bound of what the compiled Adam step moves
+        assert r["model_bytes"] == bench.adam_bytes(r["K"], r["d"], r["m"], 4)
+        assert r["compiled_bytes"] >= r["model_bytes"]
+        assert f"| {r['compiled_bytes'] / r['model_bytes']:.2f} |" in md
     # the bytes model is 6 × the bytes of the iterate x = (V, U, b) the solver starts from
     K, d, m = bench.SHAPES["tiny"]
     x0 = solver.init_natural(solver.jax.random.key(0), jnp.asarray(bench.counts_for(K, m)),
