@@ -38,8 +38,10 @@ def cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
     Returns:
       (...,) cross-entropy values.
     """
-    label = jnp.broadcast_to(label, logits.shape[:-1])
-    true = jnp.take_along_axis(logits, label[..., None], axis=-1)[..., 0]
+    # u_k picked by a mask, not a gather: its gradient is then a select that fuses with
+    # the softmax's, where a gather's is a scatter-add (one more pass on a GPU)
+    hot = jnp.asarray(label)[..., None] == jnp.arange(logits.shape[-1])
+    true = jnp.sum(jnp.where(hot, logits, 0.0), axis=-1)
     return jax.nn.logsumexp(logits, axis=-1) - true
 
 

@@ -101,3 +101,15 @@ def test_convex_form_lower_bounds_the_ufm(x64, seed):
     F = model.ufm_objective(model.Params(W, H, b), n, lam_W, lam_H, 0.1)
     P = model.convex_objective(model.mean_logits(W, H), b, n, np.sqrt(lam_W * lam_H), 0.1)
     assert float(P) <= float(F)
+
+
+def test_gradient_of_the_step_holds_no_scatter():
+    """CE picks u_k by a mask: the gradient JAX hands to XLA has no scatter-add (the
+    backward of a gather, an extra pass over the logits on a GPU; benchmarks/RESULTS.md)."""
+    from ncjax import solver
+    n = jnp.array([50.0, 50.0, 10.0])
+    x = solver.init_natural(jax.random.key(0), n, d=4, m=2, dtype=jnp.float32)
+    f = jax.vmap(jax.grad(lambda x: solver.natural_objective(x, n, 0.01, 0.002, 0.0)))
+    xb = jax.tree.map(lambda a: jnp.stack([a, a]), x)
+    text = jax.jit(f).lower(xb).as_text()
+    assert "scatter" not in text and "dot_general" in text
