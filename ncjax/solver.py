@@ -46,6 +46,12 @@ METHODS = ("ufm", "convex")
 # Slots of the convex solver's pool per device (``convex.solve_many``): measured on the
 # 2-core CPU, 10^4 configurations: pool 500 12.6 s, 1000 13.8 s, 2000 20.1 s, none 58.8 s.
 CONVEX_POOL = 512
+# Configurations the factored solver (method "ufm") runs together per device, by platform,
+# in groups one after another (``_optimise``'s chunk); absent: all of them in one vmapped
+# loop. Measured on the 2-core CPU, 2,048 configurations of sweeps/bench_16384.toml
+# (L-BFGS, float32), converged/s: all 82, groups of 64: 195, 32: 265, 16: 284, 8: 424-460,
+# 4: 388, 2: 292, 1: 134 (benchmarks/RESULTS.md). A GPU needs the width: all of them.
+UFM_POOL = {"cpu": 8}
 
 DTYPES = ("float32", "float64")
 
@@ -227,25 +233,45 @@ def _measure(x, value, gnorm, steps, status, n_k, lam_W, lam_H, lam_b):
 
 
 def _optimise(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, max_steps, *,
-              d, m, optimizer, memory_size, dtype):
-    """Every configuration's solve, ``_solve_one`` vmapped over (B, ...) inputs: (x, F,
-    ‖∇‖, steps, status) batched."""
+              d, m, optimizer, memory_size, dtype, chunk=None):
+    """Every configuration's solve, ``_solve_one`` over (B, ...) inputs: (x, F, ‖∇‖,
+    steps, status) batched. ``chunk`` None: one vmapped loop over all B, which runs until
+    its slowest configuration stops; an integer: ``lax.map`` over groups of ``chunk``
+    configurations, each group one vmapped loop, one group after another (a configuration
+    waits only for the slowest of its group; the last group may be smaller)."""
     one = functools.partial(_solve_one, d=d, m=m, optimizer=optimizer, max_steps=max_steps,
                             memory_size=memory_size, dtype=jnp.dtype(dtype))
-    return jax.vmap(one)(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
+    args = (keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
+    if chunk is None or chunk >= keys.shape[0]:
+        return jax.vmap(one)(*args)
+    return jax.lax.map(lambda a: one(*a), args, batch_size=chunk)
 
 
-@functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "memory_size", "dtype"))
-def _solve_batch(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
-                 max_steps, *, d, m, optimizer, memory_size, dtype):
-    """The one compiled program: all B configurations (``_optimise``), then the metrics
-    and the theory, vmapped. Arrays are (B, ...) but max_steps, a scalar (traced: a new
-    value does not recompile). Configuration i starts from the key
-    fold_in(key(seeds[i]), key_index[i])."""
+def _solve_local(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
+                 max_steps, **static):
+    """The solve of a local batch (B, ...): configuration i starts from the key
+    fold_in(key(seeds[i]), key_index[i]); ``_optimise``, then the metrics and the theory
+    (``_measure``), vmapped."""
     keys = jax.vmap(start_key)(seeds, key_index)
     solved = _optimise(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, max_steps,
-                       d=d, m=m, optimizer=optimizer, memory_size=memory_size, dtype=dtype)
+                       **static)
     return jax.vmap(_measure)(*solved, n_k, lam_W, lam_H, lam_b)
+
+
+@functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "memory_size", "dtype",
+                                             "chunk", "mesh"))
+def _solve_batch(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
+                 max_steps, *, d, m, optimizer, memory_size, dtype, chunk, mesh):
+    """The one compiled program: ``_solve_local`` on each device's shard of the
+    configuration axis (shard_map over ``mesh``'s axis "cfg"; ``chunk``: the group size
+    of ``_optimise`` within a device, None for one group). Arrays are (B, ...) but
+    max_steps, a scalar (traced: a new value does not recompile)."""
+    f = functools.partial(_solve_local, d=d, m=m, optimizer=optimizer,
+                          memory_size=memory_size, dtype=dtype, chunk=chunk)
+    spec = jax.sharding.PartitionSpec("cfg")
+    return _shard_map(f, mesh, in_specs=(spec,) * 9 + (jax.sharding.PartitionSpec(),),
+                      out_specs=spec)(seeds, key_index, n_k, lam_W, lam_H, lam_b,
+                                      learning_rate, gtol, ftol, max_steps)
 
 
 def _convex_local(n_k, lam_W, lam_H, lam_b, gtol, *, d, m, max_steps, pool):
@@ -361,7 +387,7 @@ def _inputs(counts, lam_W, lam_H, lam_b, *, d, m, seed, convention, optimizer,
         raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
-    pool = as_int("pool", CONVEX_POOL if pool is None else pool, minimum=1)
+    pool = None if pool is None else as_int("pool", pool, minimum=1)
     try:
         dtype = np.dtype(dtype).name
     except TypeError:
@@ -402,19 +428,22 @@ def _program(per, static, devices):
                                           jax.sharding.PartitionSpec("cfg"))
     static = dict(static)
     dtype, method, _, pool = (static.pop(k) for k in ("dtype", "method", "gap_tol", "pool"))
+    if pool is None:  # configurations in flight per device, default by method and platform
+        pool = CONVEX_POOL if method == "convex" else UFM_POOL.get(devices[0].platform)
+    pool = None if pool is None else min(pool, B_pad // len(devices))
     put = lambda name, t: jax.device_put(np.asarray(pad(per[name]), t), sharding)
     if method == "convex":
         args = tuple(put(k, dtype) for k in ("counts", "lam_W", "lam_H", "lam_b", "gtol"))
         return _convex_batch, args, dict(d=static["d"], m=static["m"],
-                                         max_steps=static["max_steps"],
-                                         pool=min(pool, B_pad // len(devices)),
+                                         max_steps=static["max_steps"], pool=pool,
                                          mesh=sharding.mesh), put
     args = (put("seed", np.uint32), put("key_index", np.uint32)) + tuple(
         put(k, dtype) for k in ("counts", "lam_W", "lam_H", "lam_b", "learning_rate", "gtol",
                                 "ftol")) + (jax.device_put(
         np.int32(static.pop("max_steps")),
         jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())),)
-    return _solve_batch, args, dict(dtype=dtype, **static), put
+    return _solve_batch, args, dict(dtype=dtype, chunk=pool, mesh=sharding.mesh,
+                                    **static), put
 
 
 def _run(per, static, devices):
@@ -488,8 +517,13 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
         gtol·max(1, |P|) (gtol default ``convex.GTOL``: 1e-9 float64, 1e-5 float32; one
         value per batch), then factorised (``convex.factorize``: W (K, d), H with m equal
         features per class). Needs d ≥ K − 1; seed, optimizer, learning_rate, ftol and
-        memory_size are not used, and grad_norm is NaN. ``pool``: configurations in
-        flight per device (default ``CONVEX_POOL``).
+        memory_size are not used, and grad_norm is NaN.
+      pool: configurations in flight per device. Method "convex": slots refilled as
+        configurations finish (default ``CONVEX_POOL``). Method "ufm": configurations
+        solved together in one vmapped loop, in groups one after another, each group
+        running until its slowest stops (default ``UFM_POOL`` for the platform: 8 on a
+        CPU; on other platforms all of the device's configurations at once). Results do
+        not depend on it beyond float rounding.
       gap_tol: if given, a configuration whose optimiser stopped but whose certified gap
         exceeds gap_tol·max(1, |F|) gets status "uncertified" instead of "converged".
     Returns:

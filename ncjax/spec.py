@@ -16,7 +16,7 @@ A spec has four tables (every key optional unless said)::
                 Cartesian product in file order (the last axis varies fastest)
     [solver]    method = "ufm" | "convex" (``ncjax.solve``), optimizer, gtol, ftol,
                 max_steps, dtype, learning_rate, memory_size, gap_tol ("converged" then
-                also means certified: gap ≤ gap_tol·max(1, |F|)), pool (convex)
+                also means certified: gap ≤ gap_tol·max(1, |F|)), pool (either method)
     [run]       chunk_size (integer ≥ 1)
 
 Everything is checked before anything runs; an error names the file, the key and what

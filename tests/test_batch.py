@@ -36,6 +36,20 @@ def test_alone_equals_inside_a_batch_of_32(dtype, rtol):
         np.testing.assert_allclose(alone.objective, batch.objective[i], rtol=rtol)
 
 
+def test_groups_of_the_factored_solver_do_not_change_results():
+    """pool = 3 runs 11 configurations as groups of 3, 3, 3, 2 (``lax.map``), pool = 11 as
+    one vmapped loop: the same solves (float64, to rounding), by two compiled programs."""
+    counts, lam_W, lam_H, lam_b = _batch(11, np.random.default_rng(5))
+    kw = dict(seed=np.arange(11), dtype="float64")
+    before = _solve_batch._cache_size()
+    one = ncjax.solve(counts, lam_W, lam_H, lam_b, pool=11, **kw)
+    groups = ncjax.solve(counts, lam_W, lam_H, lam_b, pool=3, **kw)
+    assert _solve_batch._cache_size() - before == 2
+    assert one.converged.all() and list(groups.status) == list(one.status)
+    np.testing.assert_allclose(groups.objective, one.objective, rtol=1e-12)
+    np.testing.assert_allclose(groups.Z, one.Z, rtol=1e-6, atol=1e-9)
+
+
 def test_new_values_do_not_recompile():
     before = _solve_batch._cache_size()
     rng = np.random.default_rng(1)
