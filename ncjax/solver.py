@@ -13,9 +13,10 @@ still exactly F, written in these coordinates (``natural_objective``: equal to
 ``model.ufm_objective`` composed with the map), so the optimum is the same;
 ``grad_norm`` is the norm of the gradient in these coordinates.
 
-Each configuration runs its own ``lax.while_loop`` under ``vmap``: a configuration that
-has stopped is frozen (the batched loop selects its old state) while the others go on,
-and a NaN in one configuration only stops that one.
+Each configuration runs its own ``lax.while_loop`` under ``vmap`` (on a CPU in groups of
+``UFM_POOL`` configurations, one group after another): a configuration that has stopped
+is frozen (the batched loop selects its old state) while the others go on, and a NaN in
+one configuration only stops that one.
 """
 
 from __future__ import annotations
