@@ -59,6 +59,14 @@ def mean_logits(W: jax.Array, H: jax.Array) -> jax.Array:
     return W @ class_means(H).T
 
 
+def data_loss(logits: jax.Array, n_k: jax.Array) -> jax.Array:
+    """The cross-entropy term of F, (1/N) Σ_k (n_k/m) Σ_{i<m} CE(logits[k, i], k), from the
+    logits (K, m, K) of the m free features of each class; a scalar."""
+    K, m, _ = logits.shape
+    ce = cross_entropy(logits, jnp.arange(K)[:, None])  # (K, m)
+    return jnp.sum((n_k / m) * jnp.sum(ce, axis=1)) / jnp.sum(n_k)
+
+
 def ufm_objective(
     params: Params,
     n_k: jax.Array,
@@ -68,11 +76,9 @@ def ufm_objective(
 ) -> jax.Array:
     """F(W, H, b) of the module docstring (half convention); a scalar."""
     W, H, b = params
-    K, m, _ = H.shape
-    w_k = n_k / m  # weight of each free feature of class k
+    w_k = n_k / H.shape[1]  # weight of each free feature of class k
     logits = jnp.einsum("kid,cd->kic", H, W) + b  # (K, m, K): logits of feature (k, i)
-    ce = cross_entropy(logits, jnp.arange(K)[:, None])  # (K, m)
-    loss = jnp.sum(w_k * jnp.sum(ce, axis=1)) / jnp.sum(n_k)
+    loss = data_loss(logits, n_k)
     reg = (
         0.5 * lam_W * jnp.sum(W**2)
         + 0.5 * lam_H * jnp.sum(w_k * jnp.sum(H**2, axis=(1, 2)))

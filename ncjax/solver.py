@@ -95,13 +95,11 @@ def natural_objective(x: Natural, n_k, lam_W, lam_H, lam_b) -> jax.Array:
     over U fewer each way. Shapes as ``Natural``; a scalar.
     """
     V, U, b = x
-    K, m, _ = U.shape
-    w_k = n_k / m
+    w_k = n_k / U.shape[1]
     logits = jnp.einsum("kid,cd->kic", U, V) * jax.lax.rsqrt(w_k)[:, None, None] + b
-    ce = model.cross_entropy(logits, jnp.arange(K)[:, None])  # (K, m)
-    loss = jnp.sum(w_k * jnp.sum(ce, axis=1)) / jnp.sum(n_k)
     lam = theory.effective_lam(lam_W, lam_H)
-    return loss + 0.5 * lam * (jnp.sum(V**2) + jnp.sum(U**2)) + 0.5 * lam_b * jnp.sum(b**2)
+    return (model.data_loss(logits, n_k) + 0.5 * lam * (jnp.sum(V**2) + jnp.sum(U**2))
+            + 0.5 * lam_b * jnp.sum(b**2))
 
 
 def init_natural(key, n_k, *, d: int, m: int, dtype) -> Natural:
