@@ -175,18 +175,18 @@ def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=
 
 def compiled_bytes(args, *, d, m, optimizer, memory_size, dtype) -> float:
     """Bytes one step of B configurations moves as compiled: XLA's cost analysis ("bytes
-    accessed": operands and results of every instruction of the compiled, vmapped loop
-    body, as if nothing stayed in cache) of ``solver._loop``'s body on the inputs ``args``
-    of ``_loops`` (keys, n_k, λ_W, λ_H, λ_b, learning rate, gtol, ftol; (B, ...)). Over
-    the bytes model it says how many times the model's traffic the program moves; its
-    inverse caps the fraction of the copy a bandwidth-bound step can reach. NaN where
-    this backend's compiled program gives no cost analysis (the run goes on)."""
-    static = dict(d=d, m=m, optimizer=optimizer, max_steps=1 << 30, memory_size=memory_size,
-                  dtype=jnp.dtype(dtype))
-    init = jax.vmap(lambda k, *p: solver._loop(k, *p, **static)[0])
-    body = jax.jit(jax.vmap(lambda c, k, *p: solver._loop(k, *p, **static)[2](c)))
+    accessed": operands and results of every instruction, as if nothing stayed in cache)
+    of the solver's batched step (``solver._batched``: the loop body with the freeze of
+    stopped configurations the solver runs, ``solver.FREEZE``) on the inputs ``args`` of
+    ``_loops`` (keys, n_k, λ_W, λ_H, λ_b, learning rate, gtol, ftol; (B, ...)). Over the bytes model it says how many times the
+    model's traffic the program moves; its inverse caps the fraction of the copy a
+    bandwidth-bound step can reach. NaN where this backend's compiled program gives no
+    cost analysis (the run goes on)."""
+    init, advance = solver._batched(solver.FREEZE[optimizer], d=d, m=m, optimizer=optimizer,
+                                    max_steps=1 << 30, memory_size=memory_size,
+                                    dtype=jnp.dtype(dtype))
     carry = jax.eval_shape(init, *args)
-    cost = body.lower(carry, *args).compile().cost_analysis()
+    cost = jax.jit(advance).lower(carry, *args).compile().cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) and cost else cost  # older JAX
     return float((cost or {}).get("bytes accessed", np.nan))
 

@@ -13,10 +13,11 @@ still exactly F, written in these coordinates (``natural_objective``: equal to
 ``model.ufm_objective`` composed with the map), so the optimum is the same;
 ``grad_norm`` is the norm of the gradient in these coordinates.
 
-Each configuration runs its own ``lax.while_loop`` under ``vmap`` (on a CPU in groups of
+Each configuration runs its own ``lax.while_loop``, batched (on a CPU in groups of
 ``UFM_POOL`` configurations, one group after another): a configuration that has stopped
-is frozen (the batched loop selects its old state) while the others go on, and a NaN in
-one configuration only stops that one.
+is frozen (the batched loop selects its old state: every carried array for L-BFGS, the
+iterate and its stopping state for adam/gd; ``FREEZE``) while the others go on, and a
+NaN in one configuration only stops that one.
 """
 
 from __future__ import annotations
@@ -170,9 +171,10 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
     or ∇ is not finite, max_steps at max_steps; ``cond`` is true while it runs. A diverged
     step keeps the last finite iterate x with its F and ‖∇F‖ and nothing else: the step
     ends the run, so the optimiser state and ∇F are never read again, while a select over
-    them would cost every step of every configuration a pass over memory. ``_solve_one``
-    runs it in a ``lax.while_loop``; ``ncjax.trace`` in a ``lax.scan`` that records every
-    step (after a divergence, the kept values); the benchmarks step it from Python.
+    them would cost every step of every configuration a pass over memory. ``_solve_group``
+    runs it in a batched ``lax.while_loop``; ``ncjax.trace`` in a ``lax.scan`` that
+    records every step (after a divergence, the kept values); the benchmarks step it from
+    Python.
     """
     def f(x):
         return natural_objective(x, n_k, lam_W, lam_H, lam_b)
@@ -208,12 +210,44 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
     return carry, lambda c: c.status < 0, body
 
 
-def _solve_one(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **static):
-    """Minimise F for one configuration from a random start (``_loop`` to its end); pure,
-    vmapped by ``solve``. Returns (x, F, ‖∇‖, steps, status)."""
-    carry, cond, body = _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
-                              **static)
-    c = jax.lax.while_loop(cond, body, carry)
+# The carried fields a stopped configuration keeps in the batched loop (``_batched``), by
+# optimizer. adam/gd: the iterate and its stopping state only; the optimiser state and ∇F
+# go on changing, never read, where a select over both moments and ∇F would cost every step
+# of every configuration three passes over memory (2-core CPU, reference shape, Adam:
+# 1.3-1.45× the config-steps/s; benchmarks/RESULTS.md). L-BFGS: every field, as ``vmap``
+# of a while-loop does: a stopped configuration's zoom line search would otherwise keep the
+# group's inner loop running (measured: 169 against ~400 converged configurations/s).
+_STOPPING = ("x", "value", "gnorm", "step", "status", "value_ref")
+FREEZE = {"lbfgs": _Carry._fields, "adam": _STOPPING, "gd": _STOPPING}
+
+
+def _batched(freeze, **static):
+    """The solver's loop for a batch, (init, advance): init(keys, n_k, ...) the (B, ...)
+    carry₀ of ``_loop``, advance(carry, keys, n_k, ...) one step of every configuration in
+    which a stopped one (status ≥ 0 before the step) keeps the carried fields named in
+    ``freeze``; ``static``: ``_loop``'s keywords."""
+    init = jax.vmap(lambda *a: _loop(*a, **static)[0])
+    body = jax.vmap(lambda c, *a: _loop(*a, **static)[2](c))
+
+    def advance(c, *args):
+        new = body(c, *args)
+        running = c.status < 0
+        keep = lambda n, o: jnp.where(running.reshape(running.shape + (1,) * (n.ndim - 1)),
+                                      n, o)
+        return new._replace(**{f: jax.tree.map(keep, getattr(new, f), getattr(c, f))
+                               for f in freeze})
+    return init, advance
+
+
+def _solve_group(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **static):
+    """Minimise F for a batch (B, ...) of configurations, each from its own random start:
+    ``_loop`` of all of them in one ``lax.while_loop`` that runs while any runs, a stopped
+    one frozen (``FREEZE``), so that each result is its own loop's run alone. Returns
+    (x, F, ‖∇‖, steps, status), (B, ...)."""
+    args = (keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
+    init, advance = _batched(FREEZE[static["optimizer"]], **static)
+    c = jax.lax.while_loop(lambda c: jnp.any(c.status < 0), lambda c: advance(c, *args),
+                           init(*args))
     return c.x, c.value, c.gnorm, c.step, c.status
 
 
@@ -231,19 +265,35 @@ def _measure(x, value, gnorm, steps, status, n_k, lam_W, lam_H, lam_b):
     }
 
 
+def _in_groups(f, args, size):
+    """f(*args) computed as f on groups of ``size`` along the leading axis, one after
+    another (``lax.map``), the last group smaller where size does not divide it; f maps
+    (B, ...) arrays to (B, ...) arrays."""
+    B = args[0].shape[0]
+    n = B // size
+    head = jax.tree.map(lambda a: a[:n * size].reshape((n, size) + a.shape[1:]), args)
+    out = jax.tree.map(lambda a: a.reshape((n * size,) + a.shape[2:]),
+                       jax.lax.map(lambda a: f(*a), head))
+    if B % size:
+        tail = f(*(a[n * size:] for a in args))
+        out = jax.tree.map(lambda a, t: jnp.concatenate([a, t]), out, tail)
+    return out
+
+
 def _optimise(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, max_steps, *,
               d, m, optimizer, memory_size, dtype, chunk=None):
-    """Every configuration's solve, ``_solve_one`` over (B, ...) inputs: (x, F, ‖∇‖,
-    steps, status) batched. ``chunk`` None: one vmapped loop over all B, which runs until
-    its slowest configuration stops; an integer: ``lax.map`` over groups of ``chunk``
-    configurations, each group one vmapped loop, one group after another (a configuration
+    """Every configuration's solve (``_solve_group``) over (B, ...) inputs: (x, F, ‖∇‖,
+    steps, status) batched. ``chunk`` None: one batched loop over all B, which runs until
+    its slowest configuration stops; an integer: groups of ``chunk`` configurations, each
+    group one batched loop, one group after another (``_in_groups``: a configuration
     waits only for the slowest of its group; the last group may be smaller)."""
-    one = functools.partial(_solve_one, d=d, m=m, optimizer=optimizer, max_steps=max_steps,
-                            memory_size=memory_size, dtype=jnp.dtype(dtype))
+    group = functools.partial(_solve_group, d=d, m=m, optimizer=optimizer,
+                              max_steps=max_steps, memory_size=memory_size,
+                              dtype=jnp.dtype(dtype))
     args = (keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
     if chunk is None or chunk >= keys.shape[0]:
-        return jax.vmap(one)(*args)
-    return jax.lax.map(lambda a: one(*a), args, batch_size=chunk)
+        return group(*args)
+    return _in_groups(group, args, chunk)
 
 
 def _solve_local(seeds, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol,
@@ -505,7 +555,7 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
       optimizer: "lbfgs" (default, chosen by measurement), "adam" or "gd" (optax).
       learning_rate: for adam/gd, scalar or (B,) (traced: new values do not recompile);
         L-BFGS takes its steps from a line search and ignores it.
-      max_steps, gtol, ftol: stopping rule of ``_solve_one``; gtol/ftol default per dtype
+      max_steps, gtol, ftol: stopping rule of ``_loop``; gtol/ftol default per dtype
         (``GTOL``, ``FTOL``) and may be (B,).
       dtype: "float32" or "float64".
       devices: where to solve (default every local device); the B configurations are
