@@ -340,7 +340,7 @@ def _cell_text(g, i, counts) -> tuple[str, str]:
     title = (f"cell {i}: " + ", ".join(f"{AXIS_SYMBOLS.get(k, k)} = {fmt(v)}"
                                        for k, v in vals.items())
              + f"\n$N$ = {N:g}, $\\lambda/\\lambda^*$ = {ratio:.3g}"
-             + f"\nmeasured: {meas}; theory: {pred}")
+             + f"\nmeasured: {meas}\ntheory: {pred}")  # one line each: both fit a panel
     return plain, title
 
 

@@ -255,6 +255,35 @@ def test_heatmaps_of_chosen_cells(nb_lam, tmp_path, capsys):
     assert main(["plot", str(nb_lam), "--cells", "96"]) == 2
 
 
+def test_cell_titles_clear_the_colour_bars(nb_lam):
+    """The three-panel heatmap of ``ncjax plot --cell``, with its longest titles (a Z = 0
+    cell: "collapsed (Z = 0)" twice): no title overlaps another panel or colour bar, and
+    every title lies inside the figure (drawn, then measured in display coordinates)."""
+    import matplotlib.pyplot as plt
+
+    from ncjax import cli, plot, spec
+
+    g = sweep.load(nb_lam)
+    cells = [0, (2 * 8 + 7) * 2, 5]  # the middle one: n_B = 30, λ = 0.08, Z = 0
+    counts = spec.expand(g.spec).counts(cells)
+    titles = [cli._cell_text(g, i, n)[1] for i, n in zip(cells, counts)]
+    assert titles[1].count("(Z = 0)") == 2
+    Zs = np.stack([g["Z"][np.unravel_index(i, g.shape)] for i in cells])
+    fig = plot.z_heatmaps(Zs, counts, titles)
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    page = fig.bbox
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert len(panels) == 3
+    for ax in panels:
+        box = ax.title.get_window_extent(r)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1
+        for other in fig.axes:
+            if other is not ax:
+                assert not box.overlaps(other.get_window_extent(r)), ax.get_title()
+    plt.close(fig)
+
+
 def test_trace_of_a_cell(nb_lam, tmp_path, capsys):
     png = tmp_path / "trace.png"
     assert main(["plot", str(nb_lam), "--cells", "3", "--trace", "12", "--m", "2", "--out",
