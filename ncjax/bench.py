@@ -6,8 +6,8 @@ measures, and writes ``bench.json`` (every raw number, the machine, the command)
 
 * **copy**: a device-to-device copy y = x + 1 of ``copy_bytes`` bytes; its bandwidth is
   (bytes read + bytes written)/t, the ceiling the solver's step is compared with.
-* **throughput**: the solver's own step (``solver._solve_batch``: vmapped ``_loop`` under
-  ``lax.while_loop``, stopping rule included) with gtol = ftol = 0 so every configuration
+* **throughput**: the solver's own step (``solver._optimise``: ``_loop`` of every configuration
+  in one batched ``lax.while_loop``, stopping rule included) with gtol = ftol = 0 so every configuration
   runs max_steps, for the SHAPES (K, d, m) and batch sizes B = 1, 4, 16, … as far as fit.
   One compiled program per (shape, B); max_steps is traced, so t(S) is measured at S = 2
   and S = 2 + S' and the step time is [t(2 + S') − t(2)]/S': the start, the metrics and

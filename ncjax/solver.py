@@ -569,7 +569,7 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
         memory_size are not used, and grad_norm is NaN.
       pool: configurations in flight per device. Method "convex": slots refilled as
         configurations finish (default ``CONVEX_POOL``). Method "ufm": configurations
-        solved together in one vmapped loop, in groups one after another, each group
+        solved together in one batched loop, in groups one after another, each group
         running until its slowest stops (default ``UFM_POOL`` for the platform: 8 on a
         CPU; on other platforms all of the device's configurations at once). Results do
         not depend on it beyond float rounding.
