@@ -6,12 +6,13 @@ measures, and writes ``bench.json`` (every raw number, the machine, the command)
 
 * **copy**: a device-to-device copy y = x + 1 of ``copy_bytes`` bytes; its bandwidth is
   (bytes read + bytes written)/t, the ceiling the solver's step is compared with.
-* **throughput**: the solver's own step (``solver._optimise``: ``_loop`` of every configuration
-  in one batched ``lax.while_loop``, stopping rule included) with gtol = ftol = 0 so every configuration
-  runs max_steps, for the SHAPES (K, d, m) and batch sizes B = 1, 4, 16, … as far as fit.
-  One compiled program per (shape, B); max_steps is traced, so t(S) is measured at S = 2
-  and S = 2 + S' and the step time is [t(2 + S') − t(2)]/S': the start, the metrics and
-  the transfers cancel. Configuration-steps per second = B / step time.
+* **throughput**: the solver's own step (``solver._optimise``: ``_loop`` of every
+  configuration in one batched ``lax.while_loop``, stopping rule included) with gtol =
+  ftol = 0 so every configuration runs max_steps, for the SHAPES (K, d, m) and batch
+  sizes B = 1, 4, 16, … as far as fit. One compiled program per (shape, B); max_steps is
+  traced, so t(S) is measured at S = 2 and S = 2 + S' and the step time is
+  [t(2 + S') − t(2)]/S': the start, the metrics and the transfers cancel.
+  Configuration-steps per second = B / step time.
   **Bytes model** of an Adam step: it must at least read and write x = (V, U, b) and both
   moments once, 6·P·itemsize bytes per configuration, P = K d + K m d + K; the achieved
   bandwidth B·6·P·itemsize/step time is given as a fraction of the copy's. Next to it,
@@ -178,10 +179,10 @@ def compiled_bytes(args, *, d, m, optimizer, memory_size, dtype) -> float:
     accessed": operands and results of every instruction, as if nothing stayed in cache)
     of the solver's batched step (``solver._batched``: the loop body with the freeze of
     stopped configurations the solver runs, ``solver.FREEZE``) on the inputs ``args`` of
-    ``_loops`` (keys, n_k, λ_W, λ_H, λ_b, learning rate, gtol, ftol; (B, ...)). Over the bytes model it says how many times the
-    model's traffic the program moves; its inverse caps the fraction of the copy a
-    bandwidth-bound step can reach. NaN where this backend's compiled program gives no
-    cost analysis (the run goes on)."""
+    ``_loops`` (keys, n_k, λ_W, λ_H, λ_b, learning rate, gtol, ftol; (B, ...)). Over the
+    bytes model it says how many times the model's traffic the program moves; its inverse
+    caps the fraction of the copy a bandwidth-bound step can reach. NaN where this
+    backend's compiled program gives no cost analysis (the run goes on)."""
     init, advance = solver._batched(solver.FREEZE[optimizer], d=d, m=m, optimizer=optimizer,
                                     max_steps=1 << 30, memory_size=memory_size,
                                     dtype=jnp.dtype(dtype))
@@ -197,7 +198,7 @@ def _stepper(static_items):
     static setting: init(key, params) -> carry₀, body(carry, key, params) -> carry."""
     static = dict(static_items)
     init = jax.jit(lambda key, p: solver._loop(key, *p, **static)[0])
-    body = jax.jit(lambda c, key, p: solver._loop(key, *p, **static)[2](c))
+    body = jax.jit(lambda c, key, p: solver._loop(key, *p, **static)[1](c))
     return init, body
 
 

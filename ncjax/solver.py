@@ -163,12 +163,12 @@ class _Carry(NamedTuple):
 
 def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
           d, m, optimizer, max_steps, memory_size, dtype):
-    """The solver's iteration for one configuration as (carry₀, cond, body), pure.
+    """The solver's iteration for one configuration as (carry₀, body), pure.
 
     ``body`` takes one optimiser step and applies the stopping rule: status becomes
     converged at the first step where ‖∇‖ ≤ gtol·‖∇₀‖ or the objective moved by at most
     ftol·max(|F|, 1) over the last WINDOW steps (ftol = 0 turns this off), diverged where F
-    or ∇ is not finite, max_steps at max_steps; ``cond`` is true while it runs. A diverged
+    or ∇ is not finite, max_steps at max_steps; it runs while status < 0. A diverged
     step keeps the last finite iterate x with its F and ‖∇F‖ and nothing else: the step
     ends the run, so the optimiser state and ∇F are never read again, while a select over
     them would cost every step of every configuration a pass over memory. ``_solve_group``
@@ -207,7 +207,7 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
         return _Carry(jax.tree.map(keep, x, c.x), opt_state, value, grad, keep(gnorm, c.gnorm),
                       step, status, jnp.where(checkpoint, value, c.value_ref), c.gtol_abs)
 
-    return carry, lambda c: c.status < 0, body
+    return carry, body
 
 
 # The carried fields a stopped configuration keeps in the batched loop (``_batched``), by
@@ -227,7 +227,7 @@ def _batched(freeze, **static):
     which a stopped one (status ≥ 0 before the step) keeps the carried fields named in
     ``freeze``; ``static``: ``_loop``'s keywords."""
     init = jax.vmap(lambda *a: _loop(*a, **static)[0])
-    body = jax.vmap(lambda c, *a: _loop(*a, **static)[2](c))
+    body = jax.vmap(lambda c, *a: _loop(*a, **static)[1](c))
 
     def advance(c, *args):
         new = body(c, *args)

@@ -62,7 +62,7 @@ def _trace_one(seed, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, *, d, m
     ``lax.scan``, gtol = ftol = 0 so that no step stops it. Returns four (steps + 1,)
     arrays."""
     zero = jnp.zeros((), jnp.dtype(dtype))
-    carry, _, body = _solver._loop(
+    carry, body = _solver._loop(
         _solver.start_key(seed, key_index), n_k, lam_W, lam_H, lam_b, learning_rate, zero,
         zero, d=d, m=m, optimizer=optimizer, max_steps=steps, memory_size=memory_size,
         dtype=jnp.dtype(dtype))
