@@ -49,7 +49,7 @@ METHODS = ("ufm", "convex")
 # 2-core CPU, 10^4 configurations: pool 500 12.6 s, 1000 13.8 s, 2000 20.1 s, none 58.8 s.
 CONVEX_POOL = 512
 # Configurations the factored solver (method "ufm") runs together per device, by platform,
-# in groups one after another (``_optimise``'s chunk); absent: all of them in one vmapped
+# in groups one after another (``_optimise``'s chunk); absent: all of them in one batched
 # loop. Measured on the 2-core CPU, 2,048 configurations of sweeps/bench_16384.toml
 # (L-BFGS, float32), converged/s: all 82, groups of 64: 195, 32: 265, 16: 284, 8: 424-460,
 # 4: 388, 2: 292, 1: 134 (benchmarks/RESULTS.md). A GPU needs the width: all of them.

@@ -38,7 +38,7 @@ def test_alone_equals_inside_a_batch_of_32(dtype, rtol):
 
 def test_groups_of_the_factored_solver_do_not_change_results():
     """pool = 3 runs 11 configurations as groups of 3, 3, 3, 2 (``lax.map``), pool = 11 as
-    one vmapped loop: the same solves (float64, to rounding), by two compiled programs."""
+    one batched loop: the same solves (float64, to rounding), by two compiled programs."""
     counts, lam_W, lam_H, lam_b = _batch(11, np.random.default_rng(5))
     kw = dict(seed=np.arange(11), dtype="float64")
     before = _solve_batch._cache_size()
