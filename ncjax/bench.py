@@ -183,7 +183,7 @@ def compiled_bytes(args, *, d, m, optimizer, memory_size, dtype) -> float:
     bytes model it says how many times the model's traffic the program moves; its inverse
     caps the fraction of the copy a bandwidth-bound step can reach. NaN where this
     backend's compiled program gives no cost analysis (the run goes on)."""
-    init, advance = solver._batched(solver.FREEZE[optimizer], d=d, m=m, optimizer=optimizer,
+    init, advance = solver._batched(d=d, m=m, optimizer=optimizer,
                                     max_steps=1 << 30, memory_size=memory_size,
                                     dtype=jnp.dtype(dtype))
     carry = jax.eval_shape(init, *args)

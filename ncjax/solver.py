@@ -1,4 +1,4 @@
-"""One jitted, vmapped optax solve of the UFM for a batch of configurations.
+"""One jitted, batched solve of the UFM for a batch of configurations.
 
 The optimiser works in *natural coordinates* (V, U, b), an exact change of variables
 that removes the two bad scalings of the UFM (DESIGN.md §1):
@@ -15,9 +15,10 @@ still exactly F, written in these coordinates (``natural_objective``: equal to
 
 Each configuration runs its own ``lax.while_loop``, batched (on a CPU in groups of
 ``UFM_POOL`` configurations, one group after another): a configuration that has stopped
-is frozen (the batched loop selects its old state: every carried array for L-BFGS, the
-iterate and its stopping state for adam/gd; ``FREEZE``) while the others go on, and a
-NaN in one configuration only stops that one.
+is frozen (the batched loop keeps its iterate and stopping state, ``FREEZE``) while the
+others go on, and a NaN in one configuration only stops that one. Every step evaluates
+F and ∇F once: adam/gd (optax) at their new iterate, L-BFGS (``ncjax.lbfgs``) at its line
+search's next trial point.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import optax
 
 from ncjax import convex as _convex
+from ncjax import lbfgs as _lbfgs
 from ncjax import metrics as _metrics
 from ncjax import model, theory
 from ncjax._validate import (InputError, as_counts, as_int, as_lam, as_seeds,
@@ -51,9 +53,10 @@ CONVEX_POOL = 512
 # Configurations the factored solver (method "ufm") runs together per device, by platform,
 # in groups one after another (``_optimise``'s chunk); absent: all of them in one batched
 # loop. Measured on the 2-core CPU, 2,048 configurations of sweeps/bench_16384.toml
-# (L-BFGS, float32), converged/s: all 82, groups of 64: 195, 32: 265, 16: 284, 8: 424-460,
-# 4: 388, 2: 292, 1: 134 (benchmarks/RESULTS.md). A GPU needs the width: all of them.
-UFM_POOL = {"cpu": 8}
+# (L-BFGS of ``ncjax.lbfgs``, float32), converged/s in three rounds: groups of 32:
+# 457-538, 16: 655-684, 8: 782-830, 6: 754-947, 4: 958-1,165, 2: 778-1,068, 1: 392-443
+# (benchmarks/RESULTS.md). A GPU needs the width: all of them.
+UFM_POOL = {"cpu": 4}
 
 DTYPES = ("float32", "float64")
 
@@ -119,10 +122,8 @@ def init_natural(key, n_k, *, d: int, m: int, dtype) -> Natural:
     return Natural(V, U, jnp.zeros((K,), dtype))
 
 
-def _optimizer(name: str, learning_rate, memory_size: int):
-    """The optax transformation for ``name`` (one of OPTIMIZERS; checked by ``solve``)."""
-    if name == "lbfgs":  # step sizes come from its zoom line search
-        return optax.lbfgs(memory_size=memory_size)
+def _optimizer(name: str, learning_rate):
+    """The optax transformation for adam or gd (L-BFGS is ``ncjax.lbfgs``)."""
     return {"adam": optax.adam, "gd": optax.sgd}[name](learning_rate)
 
 
@@ -133,16 +134,13 @@ def start_key(seed, key_index):
     return jax.random.fold_in(jax.random.key(seed), key_index)
 
 
-def _step(opt, optimizer, f, value_and_grad, x, opt_state, value, grad):
-    """One optimiser step from x, where F(x) = value and ∇F(x) = grad; returns
-    (x', opt_state', F(x'), ∇F(x')). L-BFGS steps by its zoom line search (the accepted
-    point's value and gradient come from its state); adam/gd step and evaluate F there.
-    The body of ``_loop``."""
+def _step(opt, optimizer, value_and_grad, x, opt_state, value, grad):
+    """One optimiser step from x, where F(x) = value and ∇F(x) = grad: one evaluation of
+    F and ∇F; returns (x', opt_state', F(x'), ∇F(x')). L-BFGS evaluates at its line
+    search's trial point and moves there only if it is accepted (``ncjax.lbfgs.step``);
+    adam/gd step and evaluate F there. The body of ``_loop``."""
     if optimizer == "lbfgs":
-        updates, opt_state = opt.update(grad, opt_state, x, value=value, grad=grad,
-                                        value_fn=f)
-        x = optax.apply_updates(x, updates)
-        return x, opt_state, optax.tree.get(opt_state, "value"), optax.tree.get(opt_state, "grad")
+        return _lbfgs.step(value_and_grad, x, value, grad, opt_state)
     updates, opt_state = opt.update(grad, opt_state, x)
     x = optax.apply_updates(x, updates)
     value, grad = value_and_grad(x)
@@ -180,17 +178,18 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
         return natural_objective(x, n_k, lam_W, lam_H, lam_b)
 
     value_and_grad = jax.value_and_grad(f)
-    opt = _optimizer(optimizer, learning_rate, memory_size)
+    opt = None if optimizer == "lbfgs" else _optimizer(optimizer, learning_rate)
     x0 = init_natural(key, n_k, d=d, m=m, dtype=dtype)
     v0, g0 = value_and_grad(x0)
     # ‖∇₀‖ rides in the carry: a body applied on its own (the benchmarks' Python loop)
     # then never recomputes the start's gradient
     gnorm0 = optax.tree.norm(g0)
-    carry = _Carry(x0, opt.init(x0), v0, g0, gnorm0, jnp.asarray(0), jnp.asarray(-1), v0,
+    state0 = _lbfgs.init(g0, memory_size) if opt is None else opt.init(x0)
+    carry = _Carry(x0, state0, v0, g0, gnorm0, jnp.asarray(0), jnp.asarray(-1), v0,
                    gtol * gnorm0)
 
     def body(c):
-        x, opt_state, value, grad = _step(opt, optimizer, f, value_and_grad, c.x,
+        x, opt_state, value, grad = _step(opt, optimizer, value_and_grad, c.x,
                                           c.opt_state, c.value, c.grad)
         step = c.step + 1
         gnorm = optax.tree.norm(grad)
@@ -210,18 +209,16 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
     return carry, body
 
 
-# The carried fields a stopped configuration keeps in the batched loop (``_batched``), by
-# optimizer. adam/gd: the iterate and its stopping state only; the optimiser state and ∇F
-# go on changing, never read, where a select over both moments and ∇F would cost every step
-# of every configuration three passes over memory (2-core CPU, reference shape, Adam:
-# 1.3-1.45× the config-steps/s; benchmarks/RESULTS.md). L-BFGS: every field, as ``vmap``
-# of a while-loop does: a stopped configuration's zoom line search would otherwise keep the
-# group's inner loop running (measured: 169 against ~400 converged configurations/s).
-_STOPPING = ("x", "value", "gnorm", "step", "status", "value_ref")
-FREEZE = {"lbfgs": _Carry._fields, "adam": _STOPPING, "gd": _STOPPING}
+# The carried fields a stopped configuration keeps in the batched loop (``_batched``): the
+# iterate and its stopping state. The optimiser state and ∇F go on changing, never read,
+# where a select over them would cost every step of every configuration more passes over
+# memory (2-core CPU, reference shape, Adam, both moments and ∇F: 1.3-1.45× the
+# config-steps/s; benchmarks/RESULTS.md). No optimizer has an inner loop that a stopped
+# configuration could keep running (``ncjax.lbfgs``: one evaluation a step).
+FREEZE = ("x", "value", "gnorm", "step", "status", "value_ref")
 
 
-def _batched(freeze, **static):
+def _batched(freeze=FREEZE, **static):
     """The solver's loop for a batch, (init, advance): init(keys, n_k, ...) the (B, ...)
     carry₀ of ``_loop``, advance(carry, keys, n_k, ...) one step of every configuration in
     which a stopped one (status ≥ 0 before the step) keeps the carried fields named in
@@ -245,7 +242,7 @@ def _solve_group(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **st
     one frozen (``FREEZE``), so that each result is its own loop's run alone. Returns
     (x, F, ‖∇‖, steps, status), (B, ...)."""
     args = (keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
-    init, advance = _batched(FREEZE[static["optimizer"]], **static)
+    init, advance = _batched(**static)
     c = jax.lax.while_loop(lambda c: jnp.any(c.status < 0), lambda c: advance(c, *args),
                            init(*args))
     return c.x, c.value, c.gnorm, c.step, c.status
@@ -552,15 +549,18 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
       seed: integer or (B,) integers; a configuration's random start depends on its seed
         and its ``key_index`` (integer or (B,); a sweep passes each cell's flat grid
         index) only, never on the batch around it.
-      optimizer: "lbfgs" (default, chosen by measurement), "adam" or "gd" (optax).
+      optimizer: "lbfgs" (default, chosen by measurement; ``ncjax.lbfgs``), "adam" or "gd"
+        (optax).
       learning_rate: for adam/gd, scalar or (B,) (traced: new values do not recompile);
         L-BFGS takes its steps from a line search and ignores it.
       max_steps, gtol, ftol: stopping rule of ``_loop``; gtol/ftol default per dtype
-        (``GTOL``, ``FTOL``) and may be (B,).
+        (``GTOL``, ``FTOL``) and may be (B,). A step is one evaluation of F and ∇F (for
+        L-BFGS one trial of its line search), and steps counts them.
       dtype: "float32" or "float64".
       devices: where to solve (default every local device); the B configurations are
         sharded over them (jax.sharding.Mesh + NamedSharding on the configuration axis).
-      method: "ufm" (default): optax on (W, H, b) as above. "convex": the convex form P of
+      memory_size: the pairs L-BFGS keeps (default 10).
+      method: "ufm" (default): the optimizer on (W, H, b) as above. "convex": the convex form P of
         DESIGN.md §1 by ``ncjax.convex`` (accelerated proximal gradient, K × K per
         configuration whatever N or m), stopped when the certified gap is at most
         gtol·max(1, |P|) (gtol default ``convex.GTOL``: 1e-9 float64, 1e-5 float32; one
@@ -570,7 +570,7 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
       pool: configurations in flight per device. Method "convex": slots refilled as
         configurations finish (default ``CONVEX_POOL``). Method "ufm": configurations
         solved together in one batched loop, in groups one after another, each group
-        running until its slowest stops (default ``UFM_POOL`` for the platform: 8 on a
+        running until its slowest stops (default ``UFM_POOL`` for the platform: 4 on a
         CPU; on other platforms all of the device's configurations at once). Results do
         not depend on it beyond float rounding.
       gap_tol: if given, a configuration whose optimiser stopped but whose certified gap
