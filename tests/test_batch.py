@@ -132,3 +132,27 @@ np.savez(OUT, objective=r.objective, Z=r.Z, n=jax.local_device_count())
     assert int(one["n"]) == 1 and int(four["n"]) == 4
     np.testing.assert_allclose(four["objective"], one["objective"], rtol=1e-12)
     np.testing.assert_allclose(four["Z"], one["Z"], atol=1e-6)
+
+
+def test_repeated_float64_lbfgs_solves_finish():
+    """jax 0.10.2's CPU runtime wedged (idle threads, no result, forever) on the second or
+    third call of this solve (24 float64 L-BFGS configurations in groups of 4, metrics in
+    the same program) until ``import ncjax`` turned off XLA's concurrency-optimised
+    scheduler (README, "Known issue"): six calls in a fresh process with XLA_FLAGS unset
+    must finish, with the flags ``import ncjax`` set."""
+    code = """
+import os, numpy as np, ncjax
+counts = np.array([500.0] * 5 + [100.0] * 5)
+lam = np.repeat([0.5, 0.9, 0.99, 1.01, 1.1, 2.0], 4) * np.sqrt(100) / counts.sum()
+for _ in range(6):
+    r = ncjax.solve(counts, 0.01, lam**2 / 0.01, 0.0, seed=np.tile(np.arange(4), 6),
+                    gtol=1e-7 / 0.35, ftol=0.0, max_steps=20000, dtype="float64", pool=4)
+    assert r.converged.all()
+print(os.environ["XLA_FLAGS"])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["--xla_cpu_multi_thread_eigen=false",
+                                "--xla_cpu_enable_concurrency_optimized_scheduler=false"]
