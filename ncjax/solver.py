@@ -218,11 +218,11 @@ def _loop(key, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, *,
 FREEZE = ("x", "value", "gnorm", "step", "status", "value_ref")
 
 
-def _batched(freeze=FREEZE, **static):
+def _batched(**static):
     """The solver's loop for a batch, (init, advance): init(keys, n_k, ...) the (B, ...)
     carry₀ of ``_loop``, advance(carry, keys, n_k, ...) one step of every configuration in
     which a stopped one (status ≥ 0 before the step) keeps the carried fields named in
-    ``freeze``; ``static``: ``_loop``'s keywords."""
+    ``FREEZE``; ``static``: ``_loop``'s keywords."""
     init = jax.vmap(lambda *a: _loop(*a, **static)[0])
     body = jax.vmap(lambda c, *a: _loop(*a, **static)[1](c))
 
@@ -232,7 +232,7 @@ def _batched(freeze=FREEZE, **static):
         keep = lambda n, o: jnp.where(running.reshape(running.shape + (1,) * (n.ndim - 1)),
                                       n, o)
         return new._replace(**{f: jax.tree.map(keep, getattr(new, f), getattr(c, f))
-                               for f in freeze})
+                               for f in FREEZE})
     return init, advance
 
 
@@ -560,8 +560,8 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
       devices: where to solve (default every local device); the B configurations are
         sharded over them (jax.sharding.Mesh + NamedSharding on the configuration axis).
       memory_size: the pairs L-BFGS keeps (default 10).
-      method: "ufm" (default): the optimizer on (W, H, b) as above. "convex": the convex form P of
-        DESIGN.md §1 by ``ncjax.convex`` (accelerated proximal gradient, K × K per
+      method: "ufm" (default): the optimizer on (W, H, b) as above. "convex": the convex
+        form P of DESIGN.md §1 by ``ncjax.convex`` (accelerated proximal gradient, K × K per
         configuration whatever N or m), stopped when the certified gap is at most
         gtol·max(1, |P|) (gtol default ``convex.GTOL``: 1e-9 float64, 1e-5 float32; one
         value per batch), then factorised (``convex.factorize``: W (K, d), H with m equal

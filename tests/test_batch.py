@@ -51,7 +51,8 @@ def test_groups_of_the_factored_solver_do_not_change_results():
 
 
 @pytest.mark.parametrize("optimizer, gtol, max_steps", [
-    ("adam", [1e-1, 3e-2, 1e-2, 3e-3, 0.0], 200), ("lbfgs", [1e-1, 1e-3, 1e-5, 1e-2, 0.0], 60)])
+    ("adam", [1e-1, 3e-2, 1e-2, 3e-3, 0.0], 200),
+    ("lbfgs", [1e-1, 1e-3, 1e-5, 1e-2, 0.0], 60)])
 def test_stopped_at_different_steps_equals_each_alone(optimizer, gtol, max_steps):
     """A stopped configuration keeps only its iterate and stopping state (``solver.FREEZE``;
     Adam's moments, L-BFGS's line search and memory, and ∇F go on changing): five
