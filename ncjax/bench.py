@@ -515,7 +515,11 @@ def _run(*, tiny, repeats, out, device, log) -> dict:
                                                if isinstance(v, float)))
 
     save()
-    res["time_to_solution"] = _time_to_solution(cfg, device, log)
+
+    def keep(tts):
+        res["time_to_solution"] = tts
+        save()
+    res["time_to_solution"] = _time_to_solution(cfg, device, log, keep)
     save()
     res["growth"] = _growth(cfg, device, repeats, log)
     res["tables"] = tables(res)
@@ -535,7 +539,10 @@ def _save(res, out) -> None:
     (Path(out) / "bench.json").write_text(json.dumps(res, indent=1, default=float))
 
 
-def _time_to_solution(cfg, device, log) -> dict:
+def _time_to_solution(cfg, device, log, keep=lambda tts: None) -> dict:
+    """The 16,384-configuration sweep by ncjax (methods ufm and convex) and the baselines
+    on samples of it (module docstring); ``keep(tts)`` after each baseline, so that a run
+    cut short keeps those done."""
     counts, lam, lam_W, lam_H, sp = sweep_problems()
     K, d, m = counts.shape[1], int(sp.problem.get("d", counts.shape[1])), 1
     idx_all = sample(counts.shape[0], cfg["sweep_n"])
@@ -545,25 +552,28 @@ def _time_to_solution(cfg, device, log) -> dict:
     for method in ("ufm", "convex"):
         r = ncjax_sweep(counts, lam_W, lam_H, method=method, device=device, d=d, m=m)
         tts["ncjax"].append(r)
+        keep(tts)
         log(f"sweep {method}: {r['converged']}/{B} converged in {r['solve_s']:.2f} s "
             f"({r['converged_per_s']:.4g}/s; compile {r['compile_s']:.1f} s)")
     idx = sample(B, cfg["sample_n"])
-    base = {}
     slow = sample(B, cfg["slow_sample_n"])
-    c, t = loop_to_tolerance(counts, lam, slow, d=d, m=m)
-    base["jitted step, Python loop (L-BFGS)"] = (c, t)
-    c, t = solve_one_at_a_time(counts, lam, idx, device=device, d=d, m=m)
-    base["compiled solve, one configuration a call"] = (c, t)
+    routes = [("jitted step, Python loop (L-BFGS)", slow,
+               lambda: loop_to_tolerance(counts, lam, slow, d=d, m=m)),
+              ("compiled solve, one configuration a call", idx,
+               lambda: solve_one_at_a_time(counts, lam, idx, device=device, d=d, m=m))]
     if _available("cvxpy"):
-        base["cvxpy + Clarabel (convex form), tol 1e-6"] = cvxpy_to_tolerance(counts, lam, idx)
+        routes.append(("cvxpy + Clarabel (convex form), tol 1e-6", idx,
+                       lambda: cvxpy_to_tolerance(counts, lam, idx)))
     if _available("torch"):
-        base["torch.optim.LBFGS loop"] = torch_lbfgs_to_tolerance(counts, lam_W, lam_H, slow,
-                                                                 d=d, m=m)
-    slow_routes = ("jitted step, Python loop (L-BFGS)", "torch.optim.LBFGS loop")
-    tts["baselines"] = [{"route": k, "sample": len(slow if k in slow_routes else idx),
-                         "converged": int(c), "seconds": t, "converged_per_s": c / t}
-                        for k, (c, t) in base.items()]
-    for b in tts["baselines"]:
+        routes.append(("torch.optim.LBFGS loop", slow,
+                       lambda: torch_lbfgs_to_tolerance(counts, lam_W, lam_H, slow, d=d, m=m)))
+    tts["baselines"] = []
+    for route, which, fn in routes:  # each logged and kept as it ends
+        c, t = fn()
+        b = {"route": route, "sample": len(which), "converged": int(c), "seconds": t,
+             "converged_per_s": c / t}
+        tts["baselines"].append(b)
+        keep(tts)
         log(f"sweep baseline {b['route']}: {b['converged']}/{b['sample']} in "
             f"{b['seconds']:.2f} s ({b['converged_per_s']:.4g}/s)")
     return tts
