@@ -125,14 +125,16 @@ def _pad(a, axis):
     return jnp.pad(a, pad)
 
 
-def evaluate(U, V, cb, n_k, lam, *, interpret=False, num_warps=4, precision="ieee"):
+def evaluate(U, V, cb, n_k, lam, *, interpret=False, num_warps=4, precision="ieee",
+             rows=None, num_stages=2):
     """Kernel A on a batch: U (B, K m, d), V (B, K, d), cb (B, K), n_k (B, K), λ (B,).
     Returns (Σ weighted CE, ‖U‖², ‖∇_U F‖²) (B, 3) and the data parts of ∇_V F (B, K, d)
-    and ∇_b F (B, K) (without λV, λ_b b)."""
+    and ∇_b F (B, K) (without λV, λ_b b). ``rows``: rows of U per block (default
+    ``rows_per_block``); num_warps, num_stages: Triton's."""
     B, KM, d = U.shape
     K = V.shape[1]
     m = KM // K
-    Rb = rows_per_block(K, m)
+    Rb = rows or rows_per_block(K, m)
     dt = U.dtype
     S, gV, gb = pl.pallas_call(
         functools.partial(_kernel_a, K=K, m=m, Rb=Rb, precision=precision),
@@ -140,38 +142,43 @@ def evaluate(U, V, cb, n_k, lam, *, interpret=False, num_warps=4, precision="iee
                    jax.ShapeDtypeStruct((B, KP), dt)),
         grid=(B,), interpret=interpret,
         compiler_params=None if interpret else plgpu.CompilerParams(num_warps=num_warps,
-                                                                     num_stages=2),
+                                                                     num_stages=num_stages),
     )(U, _pad(V, 1), _pad(cb, 1), _pad(n_k, 1), lam)
     return S[:, :3], gV[:, :K], gb[:, :K]
 
 
-def update(U, mU, vU, V, cb, n_k, P, *, interpret=False, num_warps=4, precision="ieee"):
+def update(U, mU, vU, V, cb, n_k, P, *, interpret=False, num_warps=4, precision="ieee",
+           rows=None, num_stages=1):
     """Kernel B on a batch: optax.adam's update of U, mU, vU (B, K m, d), in place, where
-    P (B, 5) = (learning rate, 1 − β₁ᵗ, 1 − β₂ᵗ, λ, running ∈ {0, 1})."""
+    P (B, 5) = (learning rate, 1 − β₁ᵗ, 1 − β₂ᵗ, λ, running ∈ {0, 1}); ``rows``,
+    num_warps, num_stages as ``evaluate``."""
     B, KM, d = U.shape
     K = V.shape[1]
     m = KM // K
-    Rb = rows_per_block(K, m)
+    Rb = rows or rows_per_block(K, m)
     shape = jax.ShapeDtypeStruct(U.shape, U.dtype)
     return pl.pallas_call(
         functools.partial(_kernel_b, K=K, m=m, Rb=Rb, precision=precision),
         out_shape=(shape, shape, shape), grid=(B, KM // Rb), interpret=interpret,
         input_output_aliases={0: 0, 1: 1, 2: 2},
         compiler_params=None if interpret else plgpu.CompilerParams(num_warps=num_warps,
-                                                                     num_stages=1),
+                                                                     num_stages=num_stages),
     )(U, mU, vU, _pad(V, 1), _pad(cb, 1), _pad(n_k, 1), P)
 
 
 def step(c, n_k, lam_W, lam_H, lam_b, lr, gtol_abs, *, interpret=False, num_warps=4,
-         precision="ieee", b1=0.9, b2=0.999, eps=1e-8):
+         precision="ieee", a=None, b=None, b1=0.9, b2=0.999, eps=1e-8):
     """One step of a batch, the carry c = (V, U, b, mV, mU, mb, vV, vU, vb, t, F, g2, run):
     F and ‖∇F‖² at x (kernel A and the small terms), the stopping decision (‖∇F‖ ≤
     gtol_abs; F, ‖∇F‖ finite), then optax.adam's step of the running configurations
-    (kernel B for U; V, b here). U is (B, K m, d); t (B,) int32 counts the updates."""
+    (kernel B for U; V, b here). U is (B, K m, d); t (B,) int32 counts the updates.
+    ``a``, ``b``: keywords of kernel A's and B's call (rows, num_warps, num_stages)."""
+    ka = {"num_warps": num_warps} | (a or {})
+    kb = {"num_warps": num_warps} | (b or {})
     V, U, cb, mV, mU, mb, vV, vU, vb, t, _, _, run = c
     lam = jnp.sqrt(lam_W * lam_H)
-    S, gVd, gbd = evaluate(U, V, cb, n_k, lam, interpret=interpret, num_warps=num_warps,
-                           precision=precision)
+    S, gVd, gbd = evaluate(U, V, cb, n_k, lam, interpret=interpret, precision=precision,
+                           **ka)
     gV = gVd + lam[:, None, None] * V
     gb = gbd + lam_b[:, None] * cb
     F = S[:, 0] + 0.5 * lam * (jnp.sum(V ** 2, axis=(1, 2)) + S[:, 1]) \
@@ -182,8 +189,8 @@ def step(c, n_k, lam_W, lam_H, lam_b, lr, gtol_abs, *, interpret=False, num_warp
     tf = t1.astype(U.dtype)
     c1, c2 = 1 - b1 ** tf, 1 - b2 ** tf
     P = jnp.stack([lr, c1, c2, lam, run.astype(U.dtype)], axis=1)
-    U, mU, vU = update(U, mU, vU, V, cb, n_k, P, interpret=interpret, num_warps=num_warps,
-                       precision=precision)
+    U, mU, vU = update(U, mU, vU, V, cb, n_k, P, interpret=interpret, precision=precision,
+                       **kb)
     sel = lambda new, old: jnp.where(run.reshape((-1,) + (1,) * (new.ndim - 1)), new, old)
 
     def small(x, g, mo, ve):
