@@ -73,8 +73,10 @@ def _row_terms(u, Vp, cb, nk, first_row, *, K, m, N, lam, precision):
     return Rz, r, g, ce
 
 
-def _kernel_a(U, Vp, cb, nk, lamv, S_o, gV_o, gb_o, *, K, m, Rb, precision):
-    b = pl.program_id(0)
+def _kernel_a(U, Vp, cb, nk, lamv, S_o, gV_o, gb_o, *, K, m, Rb, per, precision):
+    """Program (b, j): blocks j·per … j·per + per − 1 of configuration b; its partial sums
+    go to S_o[b, j], gV_o[b, j], gb_o[b, j] (summed over j by ``evaluate``)."""
+    b, j = pl.program_id(0), pl.program_id(1)
     Vb, cbb, nkb = Vp[b], cb[b], nk[b]
     N = jnp.sum(nkb)
     lam = lamv[b]
@@ -82,41 +84,50 @@ def _kernel_a(U, Vp, cb, nk, lamv, S_o, gV_o, gb_o, *, K, m, Rb, precision):
 
     def body(i, acc):
         ce, u2, g2, gV, gb = acc
-        u = U[b, pl.ds(i * Rb, Rb), :]
-        Rz, r, g, ce_rows = _row_terms(u, Vb, cbb, nkb, i * Rb, K=K, m=m, N=N, lam=lam,
+        first = (j * per + i) * Rb
+        u = U[b, pl.ds(first, Rb), :]
+        Rz, r, g, ce_rows = _row_terms(u, Vb, cbb, nkb, first, K=K, m=m, N=N, lam=lam,
                                        precision=precision)
         return (ce + jnp.sum(ce_rows), u2 + jnp.sum(u * u), g2 + jnp.sum(g * g),
                 gV + _dot(r, u, (0, 0), precision), gb + jnp.sum(Rz, axis=0))
 
     z = jnp.zeros((), U.dtype)
     ce, u2, g2, gV, gb = jax.lax.fori_loop(
-        0, K * m // Rb, body, (z, z, z, jnp.zeros((KP, d), U.dtype),
-                               jnp.zeros((KP,), U.dtype)))
-    S_o[b, 0] = ce
-    S_o[b, 1] = u2
-    S_o[b, 2] = g2
-    S_o[b, 3] = z
-    gV_o[b] = gV
-    gb_o[b] = gb
+        0, per, body, (z, z, z, jnp.zeros((KP, d), U.dtype), jnp.zeros((KP,), U.dtype)))
+    S_o[b, j, 0] = ce
+    S_o[b, j, 1] = u2
+    S_o[b, j, 2] = g2
+    S_o[b, j, 3] = z
+    gV_o[b, j] = gV
+    gb_o[b, j] = gb
 
 
-def _kernel_b(U, mU, vU, Vp, cb, nk, P, U_o, mU_o, vU_o, *, K, m, Rb, precision,
+def _kernel_b(U, mU, vU, Vp, cb, nk, P, U_o, mU_o, vU_o, *, K, m, Rb, per, precision,
               b1=0.9, b2=0.999, eps=1e-8):
-    b, i = pl.program_id(0), pl.program_id(1)
+    """Program (b, j): optax.adam's update of blocks j·per … j·per + per − 1 of
+    configuration b, if it runs."""
+    b, j = pl.program_id(0), pl.program_id(1)
     lr, c1, c2, lam, run = P[b, 0], P[b, 1], P[b, 2], P[b, 3], P[b, 4]
 
     @pl.when(run > 0)
     def _():
         nkb = nk[b]
-        rows = pl.ds(i * Rb, Rb)
-        u, mo, ve = U[b, rows, :], mU[b, rows, :], vU[b, rows, :]
-        _, _, g, _ = _row_terms(u, Vp[b], cb[b], nkb, i * Rb, K=K, m=m,
-                                N=jnp.sum(nkb), lam=lam, precision=precision)
-        mo = b1 * mo + (1 - b1) * g
-        ve = b2 * ve + (1 - b2) * g * g
-        U_o[b, rows, :] = u - lr * (mo / c1) / (jnp.sqrt(ve / c2) + eps)
-        mU_o[b, rows, :] = mo
-        vU_o[b, rows, :] = ve
+        Vb, cbb, N = Vp[b], cb[b], jnp.sum(nkb)
+
+        def body(i, carry):
+            first = (j * per + i) * Rb
+            rows = pl.ds(first, Rb)
+            u, mo, ve = U[b, rows, :], mU[b, rows, :], vU[b, rows, :]
+            _, _, g, _ = _row_terms(u, Vb, cbb, nkb, first, K=K, m=m, N=N, lam=lam,
+                                    precision=precision)
+            mo = b1 * mo + (1 - b1) * g
+            ve = b2 * ve + (1 - b2) * g * g
+            U_o[b, rows, :] = u - lr * (mo / c1) / (jnp.sqrt(ve / c2) + eps)
+            mU_o[b, rows, :] = mo
+            vU_o[b, rows, :] = ve
+            return carry
+
+        jax.lax.fori_loop(0, per, body, 0)
 
 
 def _pad(a, axis):
@@ -125,41 +136,55 @@ def _pad(a, axis):
     return jnp.pad(a, pad)
 
 
+def _blocks(K, m, rows, per):
+    """(rows per block, blocks per program, programs per configuration)."""
+    Rb = rows or rows_per_block(K, m)
+    nblk = K * m // Rb
+    per = nblk if per is None else per
+    if (K * m) % Rb or nblk % per:
+        raise ValueError(f"{rows} rows a block and {per} blocks a program do not tile "
+                         f"K m = {K * m} rows")
+    return Rb, per, nblk // per
+
+
 def evaluate(U, V, cb, n_k, lam, *, interpret=False, num_warps=4, precision="ieee",
-             rows=None, num_stages=2):
+             rows=None, per=None, num_stages=2):
     """Kernel A on a batch: U (B, K m, d), V (B, K, d), cb (B, K), n_k (B, K), λ (B,).
     Returns (Σ weighted CE, ‖U‖², ‖∇_U F‖²) (B, 3) and the data parts of ∇_V F (B, K, d)
     and ∇_b F (B, K) (without λV, λ_b b). ``rows``: rows of U per block (default
-    ``rows_per_block``); num_warps, num_stages: Triton's."""
+    ``rows_per_block``); ``per``: blocks per program (default all: one program per
+    configuration; fewer spread a configuration over K m/(rows·per) programs whose partial
+    sums are added here, in a fixed order); num_warps, num_stages: Triton's."""
     B, KM, d = U.shape
     K = V.shape[1]
     m = KM // K
-    Rb = rows or rows_per_block(K, m)
+    Rb, per, n = _blocks(K, m, rows, per)
     dt = U.dtype
     S, gV, gb = pl.pallas_call(
-        functools.partial(_kernel_a, K=K, m=m, Rb=Rb, precision=precision),
-        out_shape=(jax.ShapeDtypeStruct((B, 4), dt), jax.ShapeDtypeStruct((B, KP, d), dt),
-                   jax.ShapeDtypeStruct((B, KP), dt)),
-        grid=(B,), interpret=interpret,
+        functools.partial(_kernel_a, K=K, m=m, Rb=Rb, per=per, precision=precision),
+        out_shape=(jax.ShapeDtypeStruct((B, n, 4), dt),
+                   jax.ShapeDtypeStruct((B, n, KP, d), dt),
+                   jax.ShapeDtypeStruct((B, n, KP), dt)),
+        grid=(B, n), interpret=interpret,
         compiler_params=None if interpret else plgpu.CompilerParams(num_warps=num_warps,
                                                                      num_stages=num_stages),
     )(U, _pad(V, 1), _pad(cb, 1), _pad(n_k, 1), lam)
-    return S[:, :3], gV[:, :K], gb[:, :K]
+    return jnp.sum(S, axis=1)[:, :3], jnp.sum(gV, axis=1)[:, :K], jnp.sum(gb, axis=1)[:, :K]
 
 
 def update(U, mU, vU, V, cb, n_k, P, *, interpret=False, num_warps=4, precision="ieee",
-           rows=None, num_stages=1):
+           rows=None, per=1, num_stages=1):
     """Kernel B on a batch: optax.adam's update of U, mU, vU (B, K m, d), in place, where
     P (B, 5) = (learning rate, 1 − β₁ᵗ, 1 − β₂ᵗ, λ, running ∈ {0, 1}); ``rows``,
-    num_warps, num_stages as ``evaluate``."""
+    ``per`` (default 1 block a program), num_warps, num_stages as ``evaluate``."""
     B, KM, d = U.shape
     K = V.shape[1]
     m = KM // K
-    Rb = rows or rows_per_block(K, m)
+    Rb, per, n = _blocks(K, m, rows, per)
     shape = jax.ShapeDtypeStruct(U.shape, U.dtype)
     return pl.pallas_call(
-        functools.partial(_kernel_b, K=K, m=m, Rb=Rb, precision=precision),
-        out_shape=(shape, shape, shape), grid=(B, KM // Rb), interpret=interpret,
+        functools.partial(_kernel_b, K=K, m=m, Rb=Rb, per=per, precision=precision),
+        out_shape=(shape, shape, shape), grid=(B, n), interpret=interpret,
         input_output_aliases={0: 0, 1: 1, 2: 2},
         compiler_params=None if interpret else plgpu.CompilerParams(num_warps=num_warps,
                                                                      num_stages=num_stages),
@@ -172,7 +197,7 @@ def step(c, n_k, lam_W, lam_H, lam_b, lr, gtol_abs, *, interpret=False, num_warp
     F and ‖∇F‖² at x (kernel A and the small terms), the stopping decision (‖∇F‖ ≤
     gtol_abs; F, ‖∇F‖ finite), then optax.adam's step of the running configurations
     (kernel B for U; V, b here). U is (B, K m, d); t (B,) int32 counts the updates.
-    ``a``, ``b``: keywords of kernel A's and B's call (rows, num_warps, num_stages)."""
+    ``a``, ``b``: keywords of kernel A's and B's call (rows, per, num_warps, num_stages)."""
     ka = {"num_warps": num_warps} | (a or {})
     kb = {"num_warps": num_warps} | (b or {})
     V, U, cb, mV, mU, mb, vV, vU, vb, t, _, _, run = c

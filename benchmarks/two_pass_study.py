@@ -7,7 +7,8 @@ kernels profiled. For the next step toward the Adam step at 75% of a copy.
   timed (dispatch and synchronisation cancel);
 * kernel A (reads U once) and kernel B (reads U, mU, vU, writes them) alone, each in a
   fori_loop (A's input V nudged every iteration so that it is not hoisted), over rows per
-  block, warps and pipeline stages; bandwidth = bytes of U moved / time;
+  block, blocks per program, warps and pipeline stages; bandwidth = bytes of U moved /
+  time;
 * the whole two-pass step with the fastest A and B, against the probe's bytes model, and
   its iterates against optax.adam over 20 steps;
 * the device time per kernel of the solver's step (``step_probe._kernel_times``);
@@ -32,10 +33,14 @@ from ncjax import bench, solver
 import step_probe  # noqa: E402  (beside this file)
 import two_pass  # noqa: E402
 
-A_SETTINGS = [(64, 4, 1), (64, 4, 2), (64, 4, 3), (64, 2, 2), (64, 8, 2), (32, 4, 2),
-              (32, 2, 2), (16, 2, 2), (16, 1, 2)]
-B_SETTINGS = [(64, 4, 1), (64, 8, 1), (64, 2, 1), (32, 4, 1), (32, 2, 1), (16, 2, 1),
-              (16, 1, 1), (64, 4, 2)]
+# (rows per block, blocks per program, warps, pipeline stages); the first of each list is
+# the best of the first study on the H200 (RESULTS.md: A one program a configuration, 16
+# rows, 1 warp: 877 GB/s; B 16 rows, 2 warps: 2,713 GB/s), the rest spread kernel A over
+# several programs a configuration and give kernel B several blocks a program
+A_SETTINGS = [(16, 20, 1, 2), (16, 4, 1, 2), (16, 1, 1, 1), (16, 2, 2, 2), (32, 1, 2, 1),
+              (32, 2, 2, 2), (32, 5, 2, 2), (64, 1, 4, 1)]
+B_SETTINGS = [(16, 1, 2, 1), (32, 1, 2, 1), (16, 2, 2, 2), (16, 4, 2, 2), (16, 4, 2, 3),
+              (32, 2, 2, 2), (16, 2, 1, 2), (64, 1, 4, 1)]
 
 
 def _loop_time(body, c0, device, repeats=3, target_s=0.05):
@@ -90,10 +95,12 @@ def main(argv=None) -> int:
         res["A"], res["B_kernel"] = [], []
         # TF32x3 has no CPU form: interpret mode studies the float32 products alone
         precs = ["ieee"] if interpret else ["tf32x3", "ieee"]
-        fits = lambda settings: [s for s in settings if (K * m) % s[0] == 0]
+        fits = lambda settings: [s for s in settings if (K * m) % s[0] == 0
+                                 and (K * m // s[0]) % s[1] == 0]
         for prec in precs:
-            for rows, w, st in (fits(A_SETTINGS) if prec == precs[0] else A_SETTINGS[1:2]):
-                kw = dict(rows=rows, num_warps=w, num_stages=st, precision=prec,
+            for rows, per_, w, st in (fits(A_SETTINGS) if prec == precs[0]
+                                      else fits(A_SETTINGS)[:1]):
+                kw = dict(rows=rows, per=per_, num_warps=w, num_stages=st, precision=prec,
                           interpret=interpret)
 
                 def body_a(c, kw=kw):
@@ -102,34 +109,36 @@ def main(argv=None) -> int:
                     return Vc + 1e-30 * gV, acc + S[:, 0]
                 try:
                     t = _loop_time(body_a, (V, jnp.zeros(B)), device)
-                    r = {"precision": prec, "rows": rows, "warps": w, "stages": st, "s": t,
-                         "GB/s": u_bytes / t / 1e9}
+                    r = {"precision": prec, "rows": rows, "per": per_, "warps": w,
+                         "stages": st, "s": t, "GB/s": u_bytes / t / 1e9}
                 except Exception as e:
-                    r = {"precision": prec, "rows": rows, "warps": w, "stages": st,
-                         "error": f"{type(e).__name__}: {e}"[:500]}
+                    r = {"precision": prec, "rows": rows, "per": per_, "warps": w,
+                         "stages": st, "error": f"{type(e).__name__}: {e}"[:500]}
                 res["A"].append(r)
                 log(f"A {r}")
-            for rows, w, st in (fits(B_SETTINGS) if prec == precs[0] else B_SETTINGS[:1]):
-                kw = dict(rows=rows, num_warps=w, num_stages=st, precision=prec,
+            for rows, per_, w, st in (fits(B_SETTINGS) if prec == precs[0]
+                                      else fits(B_SETTINGS)[:1]):
+                kw = dict(rows=rows, per=per_, num_warps=w, num_stages=st, precision=prec,
                           interpret=interpret)
 
                 def body_b(c, kw=kw):
                     return two_pass.update(*c, V, cb, n_k, P, **kw)
                 try:
                     t = _loop_time(body_b, (U, mU, vU), device)
-                    r = {"precision": prec, "rows": rows, "warps": w, "stages": st, "s": t,
-                         "GB/s": 6 * u_bytes / t / 1e9}
+                    r = {"precision": prec, "rows": rows, "per": per_, "warps": w,
+                         "stages": st, "s": t, "GB/s": 6 * u_bytes / t / 1e9}
                 except Exception as e:
-                    r = {"precision": prec, "rows": rows, "warps": w, "stages": st,
-                         "error": f"{type(e).__name__}: {e}"[:500]}
+                    r = {"precision": prec, "rows": rows, "per": per_, "warps": w,
+                         "stages": st, "error": f"{type(e).__name__}: {e}"[:500]}
                 res["B_kernel"].append(r)
                 log(f"B {r}")
 
         best = lambda rs: min((r for r in rs if "s" in r and r["precision"] == precs[0]),
                               key=lambda r: r["s"])
         ba, bb = best(res["A"]), best(res["B_kernel"])
-        ka = {"rows": ba["rows"], "num_warps": ba["warps"], "num_stages": ba["stages"]}
-        kb = {"rows": bb["rows"], "num_warps": bb["warps"], "num_stages": bb["stages"]}
+        pick = lambda r: {"rows": r["rows"], "per": r["per"], "num_warps": r["warps"],
+                          "num_stages": r["stages"]}
+        ka, kb = pick(ba), pick(bb)
         variants = step_probe._variants(args, static)
         tp0, _ = variants["two_pass"]
         stepf = lambda c: two_pass.step(c, n_k, lam_W, lam_H, lam_b, lr, c0.gtol_abs,

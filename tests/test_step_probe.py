@@ -58,8 +58,12 @@ def _value_and_gnorm(x, n_k, lam_W, lam_H, lam_b):
     return jax.vmap(one)(x, n_k, lam_W, lam_H, lam_b)
 
 
-@pytest.mark.parametrize("K, d, m", [(4, 16, 8), (3, 8, 5)])
-def test_two_pass_step_is_adam_with_exact_F_and_gradient_norm(K, d, m):
+@pytest.mark.parametrize("K, d, m, a, b", [
+    (4, 16, 8, None, None),  # kernel A: one program per configuration; B: a block each
+    (3, 8, 5, None, None),   # K m = 15 rows: blocks of one row
+    # A over 4 programs a configuration (partials added); B loops over 2 blocks a program
+    (4, 16, 8, {"rows": 8, "per": 1}, {"rows": 8, "per": 2})])
+def test_two_pass_step_is_adam_with_exact_F_and_gradient_norm(K, d, m, a, b):
     with solver._x64(True):
         x0, n_k, lam_W, lam_H, lam_b, lr = _problem(K, d, m, 3)
         B = 3
@@ -70,7 +74,7 @@ def test_two_pass_step_is_adam_with_exact_F_and_gradient_norm(K, d, m):
         # configuration 2 stops at once (its gradient is below an absurd tolerance)
         gtol_abs = jnp.asarray([0.0, 0.0, 1e9])
         step = jax.jit(lambda c: two_pass.step(c, n_k, lam_W, lam_H, lam_b, lr, gtol_abs,
-                                               interpret=True))
+                                               interpret=True, a=a, b=b))
         for _ in range(4):
             c = step(c)
         want = _optax_adam(x0, n_k, lam_W, lam_H, lam_b, lr, 4)
@@ -87,6 +91,11 @@ def test_two_pass_step_is_adam_with_exact_F_and_gradient_norm(K, d, m):
         value, gnorm = _value_and_gnorm(solver.Natural(*got), n_k, lam_W, lam_H, lam_b)
         np.testing.assert_allclose(c[10], value, rtol=1e-13)
         np.testing.assert_allclose(np.sqrt(c[11]), gnorm, rtol=1e-11)
+
+
+def test_two_pass_blocks_must_tile_the_rows():
+    with pytest.raises(ValueError, match="do not tile"):
+        two_pass._blocks(4, 8, 8, 3)  # 4 blocks of 8 rows, 3 a program
 
 
 def test_factored_step_is_adam_with_exact_F_and_gradient_norm():
