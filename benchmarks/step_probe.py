@@ -59,7 +59,7 @@ def _variants(per_args, static):
     (keys, n_k, λ_W, λ_H, λ_b, learning rate, gtol, ftol; (B, ...))."""
     init, advance = solver._batched(**static)
     body = jax.vmap(lambda c, *a: solver._loop(*a, **static)[1](c))
-    c0 = init(*per_args)
+    c0 = jax.jit(init)(*per_args)  # jitted: op by op, the start takes seconds
     keys, n_k, lam_W, lam_H, lam_b, lr = per_args[:6]
 
     def f(x, n_k, lam_W, lam_H, lam_b):
@@ -89,7 +89,7 @@ def _variants(per_args, static):
     def copy6(c):
         return jax.tree.map(lambda a: a + 1.0, c)
 
-    vfactors = jax.vmap(_factors)
+    vfactors = jax.jit(jax.vmap(_factors))
     vrest = jax.vmap(_adam_from_factors, in_axes=(0, 0, 0, None, 0, 0, 0, 0, 0, 0))
 
     def factored(c):
@@ -98,7 +98,7 @@ def _variants(per_args, static):
         x, mu, nu = vrest(x, mu, nu, t, R, gV, gb, lam_W, lam_H, lr)
         return (x, mu, nu, t) + vfactors(x, n_k, lam_W, lam_H, lam_b)
 
-    s0 = jax.vmap(opt.init)(c0.x)
+    s0 = jax.jit(jax.vmap(opt.init))(c0.x)
     B, K, m, d = c0.x.U.shape
     z = jnp.zeros_like
     U0 = c0.x.U.reshape(B, K * m, d)
@@ -239,16 +239,23 @@ def _kernel_times(loop, c0, steps, device) -> list[tuple[str, float, int]]:
     return [(k, v / steps, count[k] / steps) for k, v in total.most_common()]
 
 
+def adam_inputs(K, d, m, B):
+    """The bench's B Adam configurations of shape (K, d, m), float32: (args, static), args
+    the batched (keys, n_k, λ_W, λ_H, λ_b, learning rate, gtol, ftol) of ``solver._loop``,
+    static its keywords."""
+    per, static = bench._batch(K, d, m, B, optimizer="adam", dtype="float32")
+    keys = jax.vmap(solver.start_key)(per["seed"].astype(np.uint32),
+                                      per["key_index"].astype(np.uint32))
+    args = (keys,) + tuple(jnp.asarray(per[k], jnp.float32) for k in (
+        "counts", "lam_W", "lam_H", "lam_b", "learning_rate", "gtol", "ftol"))
+    static = {k: static[k] for k in ("d", "m", "optimizer", "max_steps", "memory_size")}
+    return args, static | {"dtype": jnp.dtype("float32")}
+
+
 def run(*, K, d, m, B, repeats, target_s, profile_steps, log=print) -> dict:
     device = jax.devices()[0]
     with solver.precise():
-        per, static = bench._batch(K, d, m, B, optimizer="adam", dtype="float32")
-        keys = jax.vmap(solver.start_key)(per["seed"].astype(np.uint32),
-                                          per["key_index"].astype(np.uint32))
-        args = (keys,) + tuple(jnp.asarray(per[k], jnp.float32) for k in (
-            "counts", "lam_W", "lam_H", "lam_b", "learning_rate", "gtol", "ftol"))
-        static = {k: static[k] for k in ("d", "m", "optimizer", "max_steps", "memory_size")}
-        static["dtype"] = jnp.dtype("float32")
+        args, static = adam_inputs(K, d, m, B)
         copy = bench.copy_bandwidth(1 << 31 if device.platform == "gpu" else 1 << 26, repeats)
         model = bench.adam_bytes(K, d, m, 4)
         res = {"device": bench._describe(device), "K": K, "d": d, "m": m, "B": B,

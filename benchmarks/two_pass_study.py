@@ -2,9 +2,8 @@
 settings, on the current GPU; with the copy measured two ways and the solver step's
 kernels profiled. For the next step toward the Adam step at 75% of a copy.
 
-* copy: ``bench.copy_bandwidth`` (one jitted y = x + 1 per call, host-timed median) and
-  the same copy repeated in a ``lax.fori_loop``, [t(2 + n) − t(2)]/n, as the steps are
-  timed (dispatch and synchronisation cancel);
+* copy: ``bench.copy_bandwidth``, both ways (one jitted y = x + 1 per call, host-timed
+  median; and the same copy in a ``lax.fori_loop`` timed by difference, as the steps are);
 * kernel A (reads U once) and kernel B (reads U, mU, vU, writes them) alone, each in a
   fori_loop (A's input V nudged every iteration so that it is not hoisted), over rows per
   block, blocks per program, warps and pipeline stages; bandwidth = bytes of U moved /
@@ -26,7 +25,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ncjax import bench, solver
 
@@ -44,16 +42,8 @@ B_SETTINGS = [(16, 1, 2, 1), (32, 1, 2, 1), (16, 2, 2, 2), (16, 4, 2, 2), (16, 4
 
 
 def _loop_time(body, c0, device, repeats=3, target_s=0.05):
-    """Seconds per iteration of ``body`` in a fori_loop (differential, as step_probe)."""
-    loop = jax.jit(lambda c, n: jax.lax.fori_loop(0, n, lambda i, c: body(c), c))
-    run = lambda n: loop(c0, jax.device_put(np.int32(n), device))
-    t_lo = bench._median(lambda: run(2), repeats)
-    n = 4
-    while True:
-        t_hi = bench._median(lambda: run(2 + n), repeats)
-        if t_hi - t_lo >= target_s or n >= 4096:
-            return max(t_hi - t_lo, 1e-12) / n
-        n *= 4
+    """Seconds per iteration of ``body`` in a fori_loop (``step_probe._time``)."""
+    return step_probe._time(c0, body, repeats=repeats, target_s=target_s, device=device)[0]
 
 
 def main(argv=None) -> int:
@@ -70,22 +60,15 @@ def main(argv=None) -> int:
     res = {"device": bench._describe(device), "K": K, "d": d, "m": m, "B": B}
     log = lambda s: print(s, flush=True)
     with solver.precise():
-        nbytes = (1 << 31) if not interpret else (1 << 22)
-        res["copy_single"] = bench.copy_bandwidth(nbytes, 3)["bandwidth"]
-        x = jax.random.normal(jax.random.key(0), (nbytes // 4,), jnp.float32)
-        res["copy_loop"] = 2 * nbytes / _loop_time(lambda x: x + 1.0, x, device)
+        copy = bench.copy_bandwidth((1 << 31) if not interpret else (1 << 22), 3)
+        res["copy_single"] = copy["single_call_bandwidth"]
+        res["copy_loop"] = copy["bandwidth"]
         log(f"# two-pass study on {res['device']['name']}, B = {B}; copy: one call "
             f"{res['copy_single'] / 1e9:.1f} GB/s, in a loop {res['copy_loop'] / 1e9:.1f} GB/s")
 
-        per, static = bench._batch(K, d, m, B, optimizer="adam", dtype="float32")
-        keys = jax.vmap(solver.start_key)(per["seed"].astype(np.uint32),
-                                          per["key_index"].astype(np.uint32))
-        args = (keys,) + tuple(jnp.asarray(per[k], jnp.float32) for k in (
-            "counts", "lam_W", "lam_H", "lam_b", "learning_rate", "gtol", "ftol"))
-        static = {k: static[k] for k in ("d", "m", "optimizer", "max_steps", "memory_size")}
-        static["dtype"] = jnp.dtype("float32")
+        args, static = step_probe.adam_inputs(K, d, m, B)
         init = jax.vmap(lambda *q: solver._loop(*q, **static)[0])
-        c0 = init(*args)
+        c0 = jax.jit(init)(*args)
         n_k, lam_W, lam_H, lam_b, lr = args[1:6]
         lam = jnp.sqrt(lam_W * lam_H)
         V, U, cb = c0.x.V, c0.x.U.reshape(B, K * m, d), c0.x.b
