@@ -60,7 +60,7 @@ def _variants(per_args, static):
     init, advance = solver._batched(**static)
     body = jax.vmap(lambda c, *a: solver._loop(*a, **static)[1](c))
     c0 = jax.jit(init)(*per_args)  # jitted: op by op, the start takes seconds
-    keys, n_k, lam_W, lam_H, lam_b, lr = per_args[:6]
+    n_k, lam_W, lam_H, lam_b, lr = per_args[1:6]
 
     def f(x, n_k, lam_W, lam_H, lam_b):
         return solver.natural_objective(x, n_k, lam_W, lam_H, lam_b)
