@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -58,7 +59,15 @@ def main(argv=None) -> int:
     K, d, m = bench.SHAPES["reference"] if not a.tiny else (4, 16, 8)
     B = 2 if a.tiny else a.B
     res = {"device": bench._describe(device), "K": K, "d": d, "m": m, "B": B}
-    log = lambda s: print(s, flush=True)
+    t0 = time.perf_counter()
+
+    def log(line):
+        """Print ``line`` and keep study.json as it stands (a run cut short keeps its rows:
+        the first study on the H200 stopped at its limit and kept only its log)."""
+        print(f"[{time.perf_counter() - t0:6.1f} s] {line}", flush=True)
+        if a.out is not None:
+            a.out.mkdir(parents=True, exist_ok=True)
+            (a.out / "study.json").write_text(json.dumps(res, indent=1, default=float))
     with solver.precise():
         copy = bench.copy_bandwidth((1 << 31) if not interpret else (1 << 22), 3)
         res["copy_single"] = copy["single_call_bandwidth"]
@@ -155,9 +164,7 @@ def main(argv=None) -> int:
             cfg = {"n_grid": [], "K_grid": [int(k) for k in a.growth_K.split(",")],
                    "growth_elems": 1 << 27, "target_s": 0.1}
             res["growth"] = bench._growth(cfg, device, 3, log)
-    if a.out is not None:
-        a.out.mkdir(parents=True, exist_ok=True)
-        (a.out / "study.json").write_text(json.dumps(res, indent=1, default=float))
+    log("done")
     return 0
 
 
