@@ -76,8 +76,8 @@ def main(argv=None) -> int:
             f"{res['copy_single'] / 1e9:.1f} GB/s, in a loop {res['copy_loop'] / 1e9:.1f} GB/s")
 
         args, static = step_probe.adam_inputs(K, d, m, B)
-        init = jax.vmap(lambda *q: solver._loop(*q, **static)[0])
-        c0 = jax.jit(init)(*args)
+        variants = step_probe._variants(args, static)
+        c0 = variants["solver"][0]
         n_k, lam_W, lam_H, lam_b, lr = args[1:6]
         lam = jnp.sqrt(lam_W * lam_H)
         V, U, cb = c0.x.V, c0.x.U.reshape(B, K * m, d), c0.x.b
@@ -89,41 +89,31 @@ def main(argv=None) -> int:
         precs = ["ieee"] if interpret else ["tf32x3", "ieee"]
         fits = lambda settings: [s for s in settings if (K * m) % s[0] == 0
                                  and (K * m // s[0]) % s[1] == 0]
+
+        def body_a(c, kw):
+            Vc, acc = c
+            S, gV, gb = two_pass.evaluate(U, Vc, cb, n_k, lam, **kw)
+            return Vc + 1e-30 * gV, acc + S[:, 0]
+
+        def body_b(c, kw):
+            return two_pass.update(*c, V, cb, n_k, P, **kw)
+
+        kernels = [("A", A_SETTINGS, body_a, (V, jnp.zeros(B)), u_bytes),
+                   ("B_kernel", B_SETTINGS, body_b, (U, mU, vU), 6 * u_bytes)]
         for prec in precs:
-            for rows, per_, w, st in (fits(A_SETTINGS) if prec == precs[0]
-                                      else fits(A_SETTINGS)[:1]):
-                kw = dict(rows=rows, per=per_, num_warps=w, num_stages=st, precision=prec,
-                          interpret=interpret)
-
-                def body_a(c, kw=kw):
-                    Vc, acc = c
-                    S, gV, gb = two_pass.evaluate(U, Vc, cb, n_k, lam, **kw)
-                    return Vc + 1e-30 * gV, acc + S[:, 0]
-                try:
-                    t = _loop_time(body_a, (V, jnp.zeros(B)), device)
+            for name, settings, body, carry, nbytes in kernels:
+                for rows, per_, w, st in fits(settings)[:None if prec == precs[0] else 1]:
+                    kw = dict(rows=rows, per=per_, num_warps=w, num_stages=st,
+                              precision=prec, interpret=interpret)
                     r = {"precision": prec, "rows": rows, "per": per_, "warps": w,
-                         "stages": st, "s": t, "GB/s": u_bytes / t / 1e9}
-                except Exception as e:
-                    r = {"precision": prec, "rows": rows, "per": per_, "warps": w,
-                         "stages": st, "error": f"{type(e).__name__}: {e}"[:500]}
-                res["A"].append(r)
-                log(f"A {r}")
-            for rows, per_, w, st in (fits(B_SETTINGS) if prec == precs[0]
-                                      else fits(B_SETTINGS)[:1]):
-                kw = dict(rows=rows, per=per_, num_warps=w, num_stages=st, precision=prec,
-                          interpret=interpret)
-
-                def body_b(c, kw=kw):
-                    return two_pass.update(*c, V, cb, n_k, P, **kw)
-                try:
-                    t = _loop_time(body_b, (U, mU, vU), device)
-                    r = {"precision": prec, "rows": rows, "per": per_, "warps": w,
-                         "stages": st, "s": t, "GB/s": 6 * u_bytes / t / 1e9}
-                except Exception as e:
-                    r = {"precision": prec, "rows": rows, "per": per_, "warps": w,
-                         "stages": st, "error": f"{type(e).__name__}: {e}"[:500]}
-                res["B_kernel"].append(r)
-                log(f"B {r}")
+                         "stages": st}
+                    try:
+                        t = _loop_time(lambda c, kw=kw: body(c, kw), carry, device)
+                        r |= {"s": t, "GB/s": nbytes / t / 1e9}
+                    except Exception as e:
+                        r["error"] = f"{type(e).__name__}: {e}"[:500]
+                    res[name].append(r)
+                    log(f"{name[0]} {r}")
 
         best = lambda rs: min((r for r in rs if "s" in r and r["precision"] == precs[0]),
                               key=lambda r: r["s"])
@@ -131,7 +121,6 @@ def main(argv=None) -> int:
         pick = lambda r: {"rows": r["rows"], "per": r["per"], "num_warps": r["warps"],
                           "num_stages": r["stages"]}
         ka, kb = pick(ba), pick(bb)
-        variants = step_probe._variants(args, static)
         tp0, _ = variants["two_pass"]
         stepf = lambda c: two_pass.step(c, n_k, lam_W, lam_H, lam_b, lr, c0.gtol_abs,
                                         interpret=interpret, precision=precs[0], a=ka, b=kb)
