@@ -16,6 +16,8 @@ s_k = w_k^{-1/2}, λ = sqrt(λ_W λ_H)), with the rows u of U (K m rows of d):
 7 passes over U: at most 6/7 of the copy if bandwidth-bound. The classes are padded to
 KP = 16 (Triton's smallest product), the padded logits masked. The iterates are
 optax.adam's on F (checked in float64 in interpret mode against the probe's ``bare``).
+``ncjax.fused`` (the solver's loop with each step in one kernel, 6 passes) shares the
+per-row terms.
 """
 
 from __future__ import annotations
@@ -27,50 +29,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-KP = 16
-# the products' precision: float32 arithmetic (Triton's "ieee"), or three TF32 products on
-# the tensor cores (about float32's accuracy)
-PRECISIONS = {"ieee": jax.lax.Precision.HIGHEST,
-              "tf32x3": jax.lax.DotAlgorithmPreset.TF32_TF32_F32_X3}
+from ncjax import fused
 
-
-def _dot(a, b, contract, precision):
-    """a·b contracting axis ``contract`` = (of a, of b), 2-D, as Triton's dot."""
-    return jax.lax.dot_general(a, b, ((contract[:1], contract[1:]), ((), ())),
-                               precision=PRECISIONS[precision])
-
-
-def rows_per_block(K: int, m: int) -> int:
-    """Rows of U per block: the largest power of two ≤ 64 dividing K m (≥ 16 on a GPU)."""
-    r = 64
-    while (K * m) % r:
-        r //= 2
-    return r
-
-
-def _row_terms(u, Vp, cb, nk, first_row, *, K, m, N, lam, precision):
-    """Per-row quantities of a block u (R, d) whose first row is ``first_row``: R_z, r,
-    ∇_u, the weighted CE, as the module docstring; Vp (KP, d), cb (KP,), nk (KP,)."""
-    R = u.shape[0]
-    rows = first_row + jax.lax.broadcasted_iota(jnp.int32, (R, KP), 0)
-    cls = jax.lax.broadcasted_iota(jnp.int32, (R, KP), 1)
-    k = rows // m
-    hot = cls == k
-    valid = cls < K
-    w_row = jnp.sum(jnp.where(hot, nk[None, :], 0.0), axis=1, keepdims=True) / m  # (R, 1)
-    s_row = jax.lax.rsqrt(w_row)
-    z = s_row * _dot(u, Vp, (1, 1), precision) + cb[None, :]
-    z = jnp.where(valid, z, -jnp.inf)
-    zmax = jnp.max(z, axis=1, keepdims=True)
-    e = jnp.where(valid, jnp.exp(z - zmax), 0.0)
-    se = jnp.sum(e, axis=1, keepdims=True)
-    lse = zmax + jnp.log(se)
-    coef = w_row / N
-    Rz = coef * (e / se - jnp.where(hot, 1.0, 0.0))
-    r = s_row * Rz
-    g = _dot(r, Vp, (1, 0), precision) + lam * u
-    ce = coef[:, 0] * (lse[:, 0] - jnp.sum(jnp.where(hot, z, 0.0), axis=1))
-    return Rz, r, g, ce
+KP, _dot, _row_terms = fused.KP, fused._dot, fused.row_terms
+_pad, _blocks = fused.pad_classes, fused.blocks
 
 
 def _kernel_a(U, Vp, cb, nk, lamv, S_o, gV_o, gb_o, *, K, m, Rb, per, precision):
@@ -130,29 +92,12 @@ def _kernel_b(U, mU, vU, Vp, cb, nk, P, U_o, mU_o, vU_o, *, K, m, Rb, per, preci
         jax.lax.fori_loop(0, per, body, 0)
 
 
-def _pad(a, axis):
-    pad = [(0, 0)] * a.ndim
-    pad[axis] = (0, KP - a.shape[axis])
-    return jnp.pad(a, pad)
-
-
-def _blocks(K, m, rows, per):
-    """(rows per block, blocks per program, programs per configuration)."""
-    Rb = rows or rows_per_block(K, m)
-    nblk = K * m // Rb
-    per = nblk if per is None else per
-    if (K * m) % Rb or nblk % per:
-        raise ValueError(f"{rows} rows a block and {per} blocks a program do not tile "
-                         f"K m = {K * m} rows")
-    return Rb, per, nblk // per
-
-
 def evaluate(U, V, cb, n_k, lam, *, interpret=False, num_warps=4, precision="ieee",
              rows=None, per=None, num_stages=2):
     """Kernel A on a batch: U (B, K m, d), V (B, K, d), cb (B, K), n_k (B, K), λ (B,).
     Returns (Σ weighted CE, ‖U‖², ‖∇_U F‖²) (B, 3) and the data parts of ∇_V F (B, K, d)
     and ∇_b F (B, K) (without λV, λ_b b). ``rows``: rows of U per block (default
-    ``rows_per_block``); ``per``: blocks per program (default all: one program per
+    ``fused.rows_per_block``); ``per``: blocks per program (default all: one program per
     configuration; fewer spread a configuration over K m/(rows·per) programs whose partial
     sums are added here, in a fixed order); num_warps, num_stages: Triton's."""
     B, KM, d = U.shape

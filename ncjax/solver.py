@@ -236,16 +236,29 @@ def _batched(**static):
     return init, advance
 
 
-def _solve_group(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, **static):
+def _solve_group(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, kernel=None,
+                 **static):
     """Minimise F for a batch (B, ...) of configurations, each from its own random start:
     ``_loop`` of all of them in one ``lax.while_loop`` that runs while any runs, a stopped
-    one frozen (``FREEZE``), so that each result is its own loop's run alone. Returns
-    (x, F, ‖∇‖, steps, status), (B, ...)."""
+    one frozen (``FREEZE``), so that each result is its own loop's run alone. ``kernel``
+    (optimizer "adam" only): None for XLA's step, or the ``ncjax.fused.Settings`` of the
+    same loop with each step in one Pallas kernel. Returns (x, F, ‖∇‖, steps, status),
+    (B, ...)."""
     args = (keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
-    init, advance = _batched(**static)
+    if kernel is None:
+        init, advance = _batched(**static)
+        result = lambda c: (c.x, c.value, c.gnorm, c.step, c.status)
+    else:
+        if static["optimizer"] != "adam":
+            raise InputError(f"a fused kernel is an Adam step; optimizer is "
+                             f"{static['optimizer']!r}")
+        from ncjax import fused
+        init, advance, result = fused.batched(d=static["d"], m=static["m"],
+                                              max_steps=static["max_steps"],
+                                              dtype=static["dtype"], settings=kernel)
     c = jax.lax.while_loop(lambda c: jnp.any(c.status < 0), lambda c: advance(c, *args),
                            init(*args))
-    return c.x, c.value, c.gnorm, c.step, c.status
+    return result(c)
 
 
 def _measure(x, value, gnorm, steps, status, n_k, lam_W, lam_H, lam_b):
@@ -278,15 +291,16 @@ def _in_groups(f, args, size):
 
 
 def _optimise(keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol, max_steps, *,
-              d, m, optimizer, memory_size, dtype, chunk=None):
+              d, m, optimizer, memory_size, dtype, chunk=None, kernel=None):
     """Every configuration's solve (``_solve_group``) over (B, ...) inputs: (x, F, ‖∇‖,
     steps, status) batched. ``chunk`` None: one batched loop over all B, which runs until
     its slowest configuration stops; an integer: groups of ``chunk`` configurations, each
     group one batched loop, one group after another (``_in_groups``: a configuration
-    waits only for the slowest of its group; the last group may be smaller)."""
+    waits only for the slowest of its group; the last group may be smaller). ``kernel``:
+    ``_solve_group``'s."""
     group = functools.partial(_solve_group, d=d, m=m, optimizer=optimizer,
                               max_steps=max_steps, memory_size=memory_size,
-                              dtype=jnp.dtype(dtype))
+                              dtype=jnp.dtype(dtype), kernel=kernel)
     args = (keys, n_k, lam_W, lam_H, lam_b, learning_rate, gtol, ftol)
     if chunk is None or chunk >= keys.shape[0]:
         return group(*args)

@@ -91,11 +91,6 @@ def test_two_pass_step_is_adam_with_exact_F_and_gradient_norm(K, d, m, a, b):
         np.testing.assert_allclose(np.sqrt(c[11]), gnorm, rtol=1e-11)
 
 
-def test_two_pass_blocks_must_tile_the_rows():
-    with pytest.raises(ValueError, match="do not tile"):
-        two_pass._blocks(4, 8, 8, 3)  # 4 blocks of 8 rows, 3 a program
-
-
 def test_factored_step_is_adam_with_exact_F_and_gradient_norm():
     K, d, m = 4, 16, 8
     with solver._x64(True):

@@ -1,0 +1,75 @@
+"""ncjax.fused: the solver's Adam loop with each step in one Pallas kernel (interpret mode
+here) is the solver's own Adam loop (optax.adam on autodiff's gradient, XLA), step for step:
+the same stopping steps and statuses, the same iterates, F and ‖∇F‖ in float64 to
+rounding, a diverged configuration's last finite iterate kept; and it lowers for CUDA."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ncjax import fused, solver
+from ncjax._validate import InputError
+
+B, K, d, m = 5, 4, 16, 8
+
+
+def _args(max_steps, dtype=jnp.float64):
+    rng = np.random.default_rng(0)
+    a = lambda x: jnp.asarray(x, dtype)
+    keys = jax.vmap(solver.start_key)(jnp.arange(B, dtype=jnp.uint32),
+                                      jnp.zeros(B, jnp.uint32))
+    return (keys, a(rng.integers(50, 500, size=(B, K))), a(np.full(B, 0.01)),
+            a(rng.uniform(1e-4, 1e-2, B)), a([0.0, 0.01, 0.1, 0.0, 0.0]),
+            # the learning rates: configuration 3 overflows ‖U‖² at its first step,
+            # configuration 4 only after ~100 (its Adam steps add up)
+            a([1e-2, 3e-2, 1e-1, 1e200, 2e152]),
+            a([1e-3, 1e-4, 1e-2, 1e-3, 1e-3]),  # gtol; configuration 2 reaches it
+            a([0.0, 1e-2, 0.0, 0.0, 0.0]),  # ftol; configuration 1 stops on it
+            jnp.int32(max_steps))
+
+
+def test_fused_loop_is_the_solvers_adam_loop():
+    kw = dict(d=d, m=m, optimizer="adam", memory_size=1, dtype="float64")
+    # 8 rows a block, 2 blocks a program: each configuration's sums come from 2 programs
+    settings = fused.Settings(rows=8, per=2, interpret=True)
+    with solver._x64(True):
+        args = _args(300)
+        want = jax.jit(lambda *a: solver._optimise(*a, **kw))(*args)
+        got = jax.jit(lambda *a: solver._optimise(*a, **kw, kernel=settings))(*args)
+    x, value, gnorm, steps, status = (jax.device_get(a) for a in got)
+    S = solver
+    assert list(status) == [S.MAX_STEPS, S.CONVERGED, S.CONVERGED, S.DIVERGED, S.DIVERGED]
+    assert list(steps) == list(want[3])
+    assert steps[0] == 300 and steps[1] % solver.WINDOW == 0 and steps[1] < 300
+    assert steps[3] == 1 and 50 < steps[4] < 300
+    for a, b in zip(jax.tree.leaves((x, value, gnorm)), jax.tree.leaves(want[:3])):
+        np.testing.assert_allclose(a[:4], b[:4], rtol=1e-12, atol=0)
+        # 104 steps at ~1e148, where the gradient's rounding is the step's
+        np.testing.assert_allclose(a[4], b[4], rtol=1e-9, atol=0)
+    # the diverged ones keep their last finite iterate (the first: its start)
+    assert all(np.isfinite(a[3:]).all() for a in jax.tree.leaves(x))
+    np.testing.assert_array_equal(x.U[3], want[0].U[3])
+    assert np.isfinite(value[3:]).all() and value[4] > 1e290
+
+
+def test_fused_kernel_lowers_for_cuda():
+    """Triton lowering on this CPU machine: the reference shape (K m = 320 rows) under the
+    default launch and a tensor-core one give one Triton call in the program."""
+    args = _args(10, jnp.float32)
+    args = (args[0], jnp.full((B, 10), 100.0, jnp.float32)) + args[2:]
+    for s in (fused.Settings(), fused.Settings(rows=16, per=4, num_warps=2,
+                                               precision="tf32x3")):
+        f = jax.jit(lambda *a: solver._optimise(*a, d=64, m=32, optimizer="adam",
+                                                memory_size=1, dtype="float32", kernel=s))
+        text = f.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
+        calls = [line for line in text.splitlines() if "custom_call" in line]
+        assert len(calls) == 1 and "triton" in calls[0]
+
+
+def test_kernel_settings_are_checked():
+    with pytest.raises(ValueError, match="do not tile"):
+        fused.blocks(4, 8, 8, 3)  # 4 blocks of 8 rows, 3 a program
+    with pytest.raises(InputError, match="Adam step"):
+        solver._optimise(*_args(5, jnp.float32), d=d, m=m, optimizer="lbfgs", memory_size=3,
+                         dtype="float32", kernel=fused.Settings(interpret=True))
