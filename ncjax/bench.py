@@ -20,6 +20,11 @@ measures, and writes ``bench.json`` (every raw number, the machine, the command)
   bandwidth B·6·P·itemsize/step time is given as a fraction of the copy's. Next to it,
   the bytes the compiled step moves (``compiled_bytes``: XLA's cost analysis) over the
   model: how far the program is from the model's traffic.
+* **one-kernel step** (on a GPU; the tiny mode runs one launch in Pallas's interpreter):
+  the same loop with each Adam step one Pallas kernel (``ncjax.fused``: the bytes model's
+  6 passes), each launch of ``FUSED_SETTINGS`` at B = 8,192, the fastest against B (rows
+  of the throughput table), and its iterates, F and ‖∇F‖ against XLA's loop after 200
+  steps from the same starts (``fused_agreement``).
 * **step baselines**, the same step for one configuration at a time: the solver's body
   jitted and called from a Python loop; the same body in a jitted ``lax.scan``; the same
   objective and torch.optim.Adam in a PyTorch loop (when torch is installed).
@@ -62,6 +67,20 @@ from ncjax._validate import InputError
 SHAPES = {"reference": (10, 64, 32), "tiny": (10, 16, 4), "full": (10, 64, 1000)}
 LAM_W, LAM, LR = 0.01, 0.004, 1e-2  # λ = 0.004 > λ* = 0.00333 for 5 × 500 + 5 × 100
 SWEEP = Path(__file__).resolve().parent.parent / "sweeps" / "bench_16384.toml"
+
+
+# launches of the one-kernel Adam step (``ncjax.fused.Settings``: rows a block, blocks a
+# program, num_warps, num_stages, precision) the GPU run compares for the reference shape
+# (K m = 320 rows: 16, 32 or 64 a block); the fastest is then run against B. A program
+# writes a (16, d) partial ∇_V: at 16 rows a program those partials are as large as U
+# (two passes more than the model), at 64 a quarter, at 320 (one program a
+# configuration) a twentieth, but each configuration's rows are then one program's loop.
+FUSED_SETTINGS = tuple(
+    (rows, per, warps, stages, precision)
+    for precision in ("ieee", "tf32x3")
+    for rows, per, warps, stages in ((16, 1, 2, 1), (64, 1, 4, 1), (16, 4, 2, 2),
+                                     (32, 2, 4, 2), (16, 20, 2, 2), (32, 10, 4, 2),
+                                     (64, 5, 4, 2)))
 
 
 def counts_for(K: int, m: int) -> np.ndarray:
@@ -150,23 +169,32 @@ def _compiled(per, static, device):
 
 # the solver's loop alone (``solver._optimise``: the start and the steps, no metrics)
 _loops = jax.jit(solver._optimise, static_argnames=("d", "m", "optimizer", "memory_size",
-                                                   "dtype"))
+                                                   "dtype", "kernel"))
 
 
-def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=False):
-    """Step time of the solver for B configurations of shape (K, d, m), see the module
-    docstring. Returns a dict of the measurement (with ``hlo``: the compiled program's
-    optimised HLO text under "hlo")."""
+def _loop_args(K, d, m, B, *, optimizer, dtype, device):
+    """(args, kwargs) of ``_loops`` for B benchmark configurations of (K, d, m) on
+    ``device``, without max_steps (gtol = ftol = 0: every configuration runs it)."""
     per, static = _batch(K, d, m, B, optimizer=optimizer, dtype=dtype)
     put = lambda k, t=dtype: jax.device_put(np.asarray(per[k], t), device)
     keys = jax.device_put(jax.vmap(solver.start_key)(
         per["seed"].astype(np.uint32), per["key_index"].astype(np.uint32)), device)
     args = (keys,) + tuple(put(k) for k in ("counts", "lam_W", "lam_H", "lam_b",
                                             "learning_rate", "gtol", "ftol"))
-    kwargs = dict(d=d, m=m, optimizer=optimizer, memory_size=10, dtype=dtype)
+    return args, dict(d=d, m=m, optimizer=optimizer, memory_size=10, dtype=dtype)
+
+
+def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=False,
+                kernel=None):
+    """Step time of the solver for B configurations of shape (K, d, m), see the module
+    docstring. Returns a dict of the measurement (with ``hlo``: the compiled program's
+    optimised HLO text under "hlo"). ``kernel``: None for XLA's step, or the
+    ``ncjax.fused.Settings`` of the one-kernel Adam step (no compiled bytes then: XLA's
+    cost analysis does not see into the kernel)."""
+    args, kwargs = _loop_args(K, d, m, B, optimizer=optimizer, dtype=dtype, device=device)
     t0 = time.perf_counter()
     with solver.precise():
-        exe = _loops.lower(*args, np.int32(2), **kwargs).compile()
+        exe = _loops.lower(*args, np.int32(2), **kwargs, kernel=kernel).compile()
     compile_s = time.perf_counter() - t0
     run = lambda steps: exe(*args, jax.device_put(np.int32(steps), device))
     t_lo = _median(lambda: run(2), repeats)
@@ -179,15 +207,39 @@ def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=
     out = jax.device_get(run(2 + steps))
     dt = max(t_hi - t_lo, 1e-12) / steps
     itemsize = np.dtype(dtype).itemsize
-    with solver.precise():
-        traffic = compiled_bytes(args, **kwargs) / B
+    if kernel is None:
+        with solver.precise():
+            traffic = compiled_bytes(args, **kwargs) / B
+    else:
+        traffic = np.nan
     return {"K": K, "d": d, "m": m, "B": B, "optimizer": optimizer, "dtype": dtype,
+            "kernel": None if kernel is None else kernel._asdict(),
             "steps": steps, "t_lo": t_lo, "t_hi": t_hi, "step_s": dt,
             "config_steps_per_s": B / dt, "compile_s": compile_s,
             "ran_all_steps": bool(np.all(np.asarray(out[3]) == 2 + steps)),
             "adam_bytes_per_s": B * adam_bytes(K, d, m, itemsize) / dt,
             "compiled_bytes": traffic, "model_bytes": adam_bytes(K, d, m, itemsize),
             "flops_per_s": B * step_flops(K, d, m) / dt} | ({"hlo": exe.as_text()} if hlo else {})
+
+
+def fused_agreement(K, d, m, B, steps, settings, *, device) -> dict:
+    """The one-kernel Adam loop (``ncjax.fused``, ``settings``) against XLA's, the same B
+    configurations of (K, d, m) from the same starts for ``steps`` steps (float32, products
+    as ``solver.precise``): the largest relative difference of F, of ‖∇F‖ and of each
+    block of x (over that block's largest entry), over the batch."""
+    args, kwargs = _loop_args(K, d, m, B, optimizer="adam", dtype="float32", device=device)
+    n = jax.device_put(np.int32(steps), device)
+    with solver.precise():
+        want, got = (jax.device_get(_loops(*args, n, **kwargs, kernel=k))
+                     for k in (None, settings))
+    rel = lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - b))
+                             / max(np.max(np.abs(np.asarray(b, np.float64))), 1e-30))
+    out = {"B": B, "steps": steps, "settings": settings._asdict(),
+           "all_ran": bool(np.all(got[3] == steps) and np.all(want[3] == steps)),
+           "F": float(np.max(np.abs(got[1] - want[1]) / np.abs(want[1]))),
+           "grad_norm": float(np.max(np.abs(got[2] - want[2]) / want[2]))}
+    return out | {f"x.{k}": rel(getattr(got[0], k), getattr(want[0], k))
+                  for k in ("V", "U", "b")}
 
 
 def compiled_bytes(args, *, d, m, optimizer, memory_size, dtype) -> float:
@@ -491,6 +543,8 @@ def _run(*, tiny, repeats, out, device, log) -> dict:
                                    else [100, 300, 1000, 3000]),
         K_grid=[10] if tiny else [10, 30, 100, 300, 1000],
         growth_elems=(1 << 14) if tiny else (1 << 27 if gpu else 1 << 22),
+        fused_B=1 if tiny else 8192,
+        fused_agree=(2, 20) if tiny else (256, 200),  # (B, steps)
     )
     res = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
            "command": " ".join(sys.argv), "device": _describe(device), "config": cfg}
@@ -528,6 +582,9 @@ def _run(*, tiny, repeats, out, device, log) -> dict:
                     f"{r['adam_bytes_per_s'] / res['copy']['bandwidth']:.1%} of copy")
     save()
 
+    if gpu or tiny:
+        _fused_section(res, cfg, device, repeats, log, save, tiny=tiny)
+
     res["step_baselines"] = []
     for name in cfg["shapes"]:
         K, d, m = SHAPES[name]
@@ -558,6 +615,51 @@ def _run(*, tiny, repeats, out, device, log) -> dict:
         (out / "bench.md").write_text(res["tables"])
         plot(res, out / "bench.png")
     return res
+
+
+def _fused_section(res, cfg, device, repeats, log, save, *, tiny) -> None:
+    """The one-kernel Adam step (``ncjax.fused``) for the reference shape (tiny mode: the
+    tiny shape, one launch, Pallas's interpreter): each launch of ``FUSED_SETTINGS`` at
+    B = ``fused_B`` (a launch that fails to compile is logged and skipped), the fastest
+    against B as the XLA step is (rows in res["throughput"] with its ``kernel``), and its
+    agreement with XLA's loop (``fused_agreement``)."""
+    from ncjax import fused
+    name = "tiny" if tiny else "reference"
+    K, d, m = SHAPES[name]
+    launches = ([fused.Settings(interpret=True)] if tiny else
+                [fused.Settings(*s) for s in FUSED_SETTINGS])
+    sec = res["fused"] = {"shape": name, "B": cfg["fused_B"], "launches": []}
+    kw = dict(optimizer="adam", dtype="float32", device=device, repeats=repeats,
+              target_s=cfg["target_s"])
+    copy = res["copy"]["bandwidth"]
+    for s in launches:
+        try:
+            r = solver_step(K, d, m, cfg["fused_B"], **kw, kernel=s)
+        except Exception as e:  # a launch Triton cannot compile; the others go on
+            log(f"fused {s}: failed: {type(e).__name__}: {str(e)[:300]}")
+            sec["launches"].append({"kernel": s._asdict(), "error": str(e)[:2000]})
+            continue
+        sec["launches"].append(r)
+        log(f"fused {tuple(s)[:5]} B={r['B']}: {r['config_steps_per_s']:.4g} config-steps/s, "
+            f"{r['adam_bytes_per_s'] / copy:.1%} of copy")
+        save()
+    ok = [r for r in sec["launches"] if "error" not in r]
+    if not ok:
+        return
+    best = fused.Settings(**max(ok, key=lambda r: r["config_steps_per_s"])["kernel"])
+    b_max = min(cfg["b_max"], _fits(K, d, m, "float32", device))
+    sizes = [B for B in (4 ** i for i in range(5, 10)) if B <= b_max] + [b_max]
+    for B in [] if tiny else sorted(set(sizes)):
+        r = solver_step(K, d, m, B, **kw, kernel=best) | {"shape": name}
+        res["throughput"].append(r)
+        log(f"{name} adam, one kernel {tuple(best)[:5]}, B={B}: "
+            f"{r['config_steps_per_s']:.4g} config-steps/s, "
+            f"{r['adam_bytes_per_s'] / copy:.1%} of copy")
+        save()
+    sec["agreement"] = fused_agreement(K, d, m, *cfg["fused_agree"], best, device=device)
+    log(f"fused vs XLA after {cfg['fused_agree'][1]} steps: " + ", ".join(
+        f"{k} {v:.2g}" for k, v in sec["agreement"].items() if isinstance(v, float)))
+    save()
 
 
 def _save(res, out) -> None:
@@ -663,7 +765,7 @@ def tables(res: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in res["throughput"]:
         ratio = r["compiled_bytes"] / r["model_bytes"] if "compiled_bytes" in r else np.nan
-        lines.append(f"| {r['shape']} ({r['K']}, {r['d']}, {r['m']}) | {r['optimizer']} | "
+        lines.append(f"| {r['shape']} ({r['K']}, {r['d']}, {r['m']}) | {_route(r)} | "
                      f"{r['B']} | {r['config_steps_per_s']:.4g} | "
                      f"{r['adam_bytes_per_s'] / 1e9:.1f} | "
                      f"{r['adam_bytes_per_s'] / copy:.1%} | {ratio:.2f} | "
@@ -672,7 +774,11 @@ def tables(res: dict) -> str:
               "over its step time, for comparison only. Compiled bytes: XLA's cost analysis "
               "of the compiled step, operands and results of every instruction as if "
               "nothing stayed in cache; a step that moves r times the model's bytes reaches "
-              "at most 1/r of the copy if bandwidth-bound.)", "",
+              "at most 1/r of the copy if bandwidth-bound. \"one kernel\": the same loop "
+              "with each Adam step one Pallas kernel, ``ncjax.fused``, whose traffic is the "
+              "model's; XLA's cost analysis does not see into it.)", ""]
+    lines += _fused_table(res)
+    lines += ["",
               "## Against one configuration at a time (Adam step, config-steps/s)", "",
               "| shape | ncjax vmapped (best B) | jitted step, Python loop | jitted scan "
               "| PyTorch loop | vmapped / loop | vmapped / scan | vmapped / PyTorch |",
@@ -703,12 +809,48 @@ def tables(res: dict) -> str:
     lines += ["", "## Growth (Adam, float32): step time per configuration against the work",
               "", "Relative cost = (time per config-step / work) over its value at the "
               "largest size; ≠ 1 ± 0.25 is marked *not linear*.", ""]
-    lines += _growth_table(res, "B", [r for r in res["throughput"]
-                                      if r["shape"] == "reference" and r["optimizer"] == "adam"]
-                           or [r for r in res["throughput"] if r["optimizer"] == "adam"])
+    xla_adam = [r for r in res["throughput"]
+                if r["optimizer"] == "adam" and not r.get("kernel")]
+    lines += _growth_table(res, "B", [r for r in xla_adam if r["shape"] == "reference"]
+                           or xla_adam)
     lines += _growth_table(res, "N", res["growth"]["N"])
     lines += _growth_table(res, "K", res["growth"]["K"])
     return "\n".join(lines) + "\n"
+
+
+def _route(r) -> str:
+    """A throughput row's step: the optimizer, and the one-kernel launch if it has one."""
+    k = r.get("kernel")
+    if not k:
+        return r["optimizer"]
+    return (f"{r['optimizer']}, one kernel ({k['rows'] or 'default'} rows, {k['per']} a "
+            f"program, {k['num_warps']} warps, {k['num_stages']} stages, {k['precision']}"
+            f"{', interpreted' if k['interpret'] else ''})")
+
+
+def _fused_table(res) -> list[str]:
+    """The one-kernel launches compared at one B, and the fastest one's agreement."""
+    sec = res.get("fused")
+    if not sec:
+        return []
+    copy = res["copy"]["bandwidth"]
+    out = ["", f"### One-kernel Adam step: launches at B = {sec['B']} ({sec['shape']} shape)",
+           "", "| launch | config-steps/s | of copy |", "|---|---|---|"]
+    for r in sec["launches"]:
+        if "error" in r:
+            out.append(f"| {_route({'optimizer': 'adam', **r})} | failed: "
+                       f"{r['error'].splitlines()[0][:80]} | |")
+        else:
+            out.append(f"| {_route(r)} | {r['config_steps_per_s']:.4g} | "
+                       f"{r['adam_bytes_per_s'] / copy:.1%} |")
+    a = sec.get("agreement")
+    if a:
+        out += ["", f"The fastest launch against XLA's loop, {a['B']} configurations, "
+                f"{a['steps']} steps from the same starts (float32): largest relative "
+                f"difference of F {a['F']:.2g}, of ‖∇F‖ {a['grad_norm']:.2g}, of V "
+                f"{a['x.V']:.2g}, U {a['x.U']:.2g}, b {a['x.b']:.2g}; all ran: "
+                f"{a['all_ran']}."]
+    return out
 
 
 def _growth_table(res, axis, rows) -> list[str]:
@@ -754,9 +896,9 @@ def plot(res: dict, path) -> Path:
     for i, name in enumerate(dict.fromkeys(r["shape"] for r in res["throughput"])):
         colour = f"C{i}"
         rows = [r for r in res["throughput"] if r["shape"] == name]
-        for label in dict.fromkeys(r["optimizer"] for r in rows):
-            pts = [r for r in rows if r["optimizer"] == label]
-            style = {"lbfgs": "--s"}.get(label, "-o")
+        for label in dict.fromkeys(_route(r) for r in rows):
+            pts = [r for r in rows if _route(r) == label]
+            style = "--s" if label == "lbfgs" else ("-^" if "kernel" in label else "-o")
             ax.plot([r["B"] for r in pts], [r["config_steps_per_s"] for r in pts], style,
                     color=colour, ms=4, label=f"{name} {tuple(SHAPES[name])}, ncjax {label}")
         for b in res["step_baselines"]:

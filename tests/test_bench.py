@@ -26,6 +26,17 @@ def test_tiny_benchmark_run(tmp_path):
         assert r["model_bytes"] == bench.adam_bytes(r["K"], r["d"], r["m"], 4)
         assert r["compiled_bytes"] >= r["model_bytes"]
         assert f"| {r['compiled_bytes'] / r['model_bytes']:.2f} |" in md
+    # the one-kernel step (Pallas's interpreter here): its launch timed as the others, and
+    # its loop is XLA's to float32 rounding after the same steps from the same starts
+    fused = res["fused"]
+    (r,) = fused["launches"]
+    assert r["ran_all_steps"] and r["kernel"]["interpret"] and r["B"] == 1
+    np.testing.assert_allclose(r["config_steps_per_s"], r["steps"] / (r["t_hi"] - r["t_lo"]),
+                               rtol=1e-9)
+    assert f"| {bench._route(r)} | {r['config_steps_per_s']:.4g} |" in md
+    a = fused["agreement"]
+    assert a["all_ran"] and a["steps"] == 20
+    assert max(a[k] for k in ("F", "grad_norm", "x.V", "x.U", "x.b")) < 1e-5
     # the bytes model is 6 × the bytes of the iterate x = (V, U, b) the solver starts from
     K, d, m = bench.SHAPES["tiny"]
     x0 = solver.init_natural(solver.jax.random.key(0), jnp.asarray(bench.counts_for(K, m)),

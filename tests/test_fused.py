@@ -14,7 +14,7 @@ from ncjax._validate import InputError
 B, K, d, m = 5, 4, 16, 8
 
 
-def _args(max_steps, dtype=jnp.float64):
+def _args(max_steps, dtype=jnp.float64, lr=(1e-2, 3e-2, 1e-1, 1e200, 2e152)):
     rng = np.random.default_rng(0)
     a = lambda x: jnp.asarray(x, dtype)
     keys = jax.vmap(solver.start_key)(jnp.arange(B, dtype=jnp.uint32),
@@ -23,7 +23,7 @@ def _args(max_steps, dtype=jnp.float64):
             a(rng.uniform(1e-4, 1e-2, B)), a([0.0, 0.01, 0.1, 0.0, 0.0]),
             # the learning rates: configuration 3 overflows ‖U‖² at its first step,
             # configuration 4 only after ~100 (its Adam steps add up)
-            a([1e-2, 3e-2, 1e-1, 1e200, 2e152]),
+            a(lr),
             a([1e-3, 1e-4, 1e-2, 1e-3, 1e-3]),  # gtol; configuration 2 reaches it
             a([0.0, 1e-2, 0.0, 0.0, 0.0]),  # ftol; configuration 1 stops on it
             jnp.int32(max_steps))
@@ -53,23 +53,34 @@ def test_fused_loop_is_the_solvers_adam_loop():
     assert np.isfinite(value[3:]).all() and value[4] > 1e290
 
 
+def _triton_calls(lowered):
+    return [line for line in lowered.as_text().splitlines()
+            if "custom_call" in line and "triton" in line]
+
+
 def test_fused_kernel_lowers_for_cuda():
-    """Triton lowering on this CPU machine: the reference shape (K m = 320 rows) under the
-    default launch and a tensor-core one give one Triton call in the program."""
-    args = _args(10, jnp.float32)
+    """Triton lowering on this CPU machine, for the reference shape (K m = 320 rows): the
+    solver's loop under the default launch holds one Triton call, and so does the kernel
+    under every launch the GPU benchmark compares (``bench.FUSED_SETTINGS``)."""
+    from ncjax import bench
+    args = _args(10, jnp.float32, lr=[1e-2] * B)
     args = (args[0], jnp.full((B, 10), 100.0, jnp.float32)) + args[2:]
-    for s in (fused.Settings(), fused.Settings(rows=16, per=4, num_warps=2,
-                                               precision="tf32x3")):
-        f = jax.jit(lambda *a: solver._optimise(*a, d=64, m=32, optimizer="adam",
-                                                memory_size=1, dtype="float32", kernel=s))
-        text = f.trace(*args).lower(lowering_platforms=("cuda",)).as_text()
-        calls = [line for line in text.splitlines() if "custom_call" in line]
-        assert len(calls) == 1 and "triton" in calls[0]
+    f = jax.jit(lambda *a: solver._optimise(*a, d=64, m=32, optimizer="adam", memory_size=1,
+                                            dtype="float32", kernel=fused.Settings()))
+    assert len(_triton_calls(f.trace(*args).lower(lowering_platforms=("cuda",)))) == 1
+    sd = lambda *shape, t=jnp.float32: jax.ShapeDtypeStruct(shape, t)
+    shapes = (sd(B, 2, 320, 64), sd(B, 320, 64), sd(B, 320, 64), sd(B, t=jnp.int32),
+              sd(B, 10, 64), sd(B, 10), sd(B, 10, 64), sd(B, 10), sd(B, 10), sd(B, 5))
+    for launch in bench.FUSED_SETTINGS:
+        s = fused.Settings(*launch)
+        step = jax.jit(lambda *a: fused.kernel_step(*a, settings=s))
+        assert len(_triton_calls(step.trace(*shapes).lower(lowering_platforms=("cuda",)))) == 1
 
 
 def test_kernel_settings_are_checked():
     with pytest.raises(ValueError, match="do not tile"):
         fused.blocks(4, 8, 8, 3)  # 4 blocks of 8 rows, 3 a program
     with pytest.raises(InputError, match="Adam step"):
-        solver._optimise(*_args(5, jnp.float32), d=d, m=m, optimizer="lbfgs", memory_size=3,
-                         dtype="float32", kernel=fused.Settings(interpret=True))
+        solver._optimise(*_args(5, jnp.float32, lr=[1e-2] * B), d=d, m=m,
+                         optimizer="lbfgs", memory_size=3, dtype="float32",
+                         kernel=fused.Settings(interpret=True))
