@@ -21,10 +21,12 @@ over a traced number of steps S, step time = [t(2 + S') − t(2)]/S', as the ben
   small factor R = ∂F/∂(V u) (K, m, K), so that the update is one elementwise pass over U
   and its moments; then R, ∇_V F, F and ‖∇F‖² at the new point (logits, ∇_V and ‖∇_U‖²:
   three more passes over U), no selects: 9 passes, XLA alone;
-* ``two_pass``, ``two_pass_w8``, ``two_pass_tf32x3``: ``two_pass.step``, two Pallas
-  kernels (7 passes), the stopping decision between them: products in float32 with 4 or 8
-  warps, or as three TF32 products; on a CPU only for tiny problems, in interpret mode.
-  ``two_pass`` is checked against ``bare`` over 20 steps from the same start.
+* ``fused``, ``fused_tf32x3``: the advance of ``ncjax.fused`` (the solver's loop with each
+  step one Pallas kernel: 6 passes, the model's; the stopping rule and the freeze outside
+  the kernel), default launch, products in float32 or as three TF32 products; on a CPU
+  only for tiny problems, in Pallas's interpreter. ``fused`` is checked against ``bare``
+  over 20 steps from the same start. (Until the commit that added ``fused`` here, the
+  probe held ``two_pass``: two kernels, 7 passes; its figures are in RESULTS.md.)
 
 Each row gives config-steps/s and the bytes model over the step time as a fraction of a
 plain copy's bandwidth measured in the same run. Then a profile of a few ``solver`` steps
@@ -49,9 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ncjax import bench, solver
-
-import two_pass  # noqa: E402  (beside this file)
+from ncjax import bench, fused, solver
 
 
 def _variants(per_args, static):
@@ -100,17 +100,16 @@ def _variants(per_args, static):
 
     s0 = jax.jit(jax.vmap(opt.init))(c0.x)
     B, K, m, d = c0.x.U.shape
-    z = jnp.zeros_like
-    U0 = c0.x.U.reshape(B, K * m, d)
-    tp0 = (c0.x.V, U0, c0.x.b, z(c0.x.V), z(U0), z(c0.x.b), z(c0.x.V), z(U0), z(c0.x.b),
-           jnp.zeros(B, jnp.int32), z(c0.value), z(c0.value), jnp.ones(B, bool))
     gpu = jax.devices()[0].platform == "gpu"
-    two = lambda w, p="ieee": (lambda c: two_pass.step(
-        c, n_k, lam_W, lam_H, lam_b, lr, c0.gtol_abs, interpret=not gpu, num_warps=w,
-        precision=p))
-    pallas = ({"two_pass": (tp0, two(4)), "two_pass_w8": (tp0, two(8)),
-               "two_pass_tf32x3": (tp0, two(4, "tf32x3"))} if gpu
-              else {"two_pass": (tp0, two(4))} if B * K * m * d <= 4096 else {})
+
+    def one_kernel(precision):  # never stops: max_steps beyond any loop here
+        f_init, f_advance, _ = fused.batched(
+            d=d, m=m, max_steps=1 << 30, dtype=static["dtype"],
+            settings=fused.Settings(precision=precision, interpret=not gpu))
+        return jax.jit(f_init)(*per_args), lambda c: f_advance(c, *per_args)
+
+    pallas = ({"fused": one_kernel("ieee"), "fused_tf32x3": one_kernel("tf32x3")} if gpu
+              else {"fused": one_kernel("ieee")} if B * K * m * d <= 4096 else {})
     return {
         "solver": (c0, lambda c: advance(c, *per_args)),
         "no_freeze": (c0, lambda c: body(c, *per_args)),
@@ -188,19 +187,20 @@ def _time(c0, step, *, repeats, target_s, device):
 AGREE_STEPS = 20
 
 
-def _agree(bare, two, device) -> dict:
+def _agree(bare, one, device) -> dict:
     """Relative differences of (V, U, b) after AGREE_STEPS steps of optax.adam (the
-    ``bare`` variant) and of ``two_pass`` from the same start, on ``device``; and whether
-    every element of the two-pass iterate is finite."""
-    (cb, fb), (ct, ft) = bare, two
+    ``bare`` variant) and of the ``fused`` variant from the same start, on ``device``;
+    and whether every element of the fused iterate is finite."""
+    (cb, fb), (ct, ft) = bare, one
     cb, ct = jax.device_put((cb, ct), device)
     run = lambda f, c: jax.jit(lambda c: jax.lax.fori_loop(0, AGREE_STEPS,
                                                            lambda i, c: f(c), c))(c)
     try:
-        xb, xt = run(fb, cb)[0], run(ft, ct)
+        xb, c = run(fb, cb)[0], run(ft, ct)
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"[:2000]}
-    xt = (xt[0], xt[1].reshape(xb.U.shape), xt[2])
+    U = jnp.take_along_axis(c.U2, c.par[:, None, None, None], axis=1)[:, 0]
+    xt = (c.V, U.reshape(xb.U.shape), c.b)
     rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
     return {"V": rel(xb.V, xt[0]), "U": rel(xb.U, xt[1]), "b": rel(xb.b, xt[2]),
             "finite": bool(all(jnp.isfinite(a).all() for a in xt))}
@@ -264,10 +264,10 @@ def run(*, K, d, m, B, repeats, target_s, profile_steps, log=print) -> dict:
             f"copy {copy['bandwidth'] / 1e9:.1f} GB/s")
         kept = None
         variants = _variants(args, static)
-        if "two_pass" in variants:
-            res["two_pass_vs_optax"] = _agree(variants["bare"], variants["two_pass"], device)
-            log(f"two_pass against optax.adam (bare), {AGREE_STEPS} steps: "
-                f"{res['two_pass_vs_optax']}")
+        if "fused" in variants:
+            res["fused_vs_optax"] = _agree(variants["bare"], variants["fused"], device)
+            log(f"fused against optax.adam (bare), {AGREE_STEPS} steps: "
+                f"{res['fused_vs_optax']}")
         for name, (c0, step) in variants.items():
             t0 = time.perf_counter()
             try:

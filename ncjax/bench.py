@@ -172,16 +172,25 @@ _loops = jax.jit(solver._optimise, static_argnames=("d", "m", "optimizer", "memo
                                                    "dtype", "kernel"))
 
 
-def _loop_args(K, d, m, B, *, optimizer, dtype, device):
-    """(args, kwargs) of ``_loops`` for B benchmark configurations of (K, d, m) on
-    ``device``, without max_steps (gtol = ftol = 0: every configuration runs it)."""
+@functools.cache
+def _loop(K, d, m, B, optimizer, dtype, device, kernel=None):
+    """``_loops`` for B benchmark configurations of (K, d, m) on ``device``, compiled once
+    (max_steps traced; gtol = ftol = 0: every configuration runs it): (run(max_steps) ->
+    outputs, seconds the compilation took). Kept, so that the agreement check reuses the
+    programs the timings compiled. Also (executable, args, kwargs) of ``_loops``."""
     per, static = _batch(K, d, m, B, optimizer=optimizer, dtype=dtype)
     put = lambda k, t=dtype: jax.device_put(np.asarray(per[k], t), device)
     keys = jax.device_put(jax.vmap(solver.start_key)(
         per["seed"].astype(np.uint32), per["key_index"].astype(np.uint32)), device)
     args = (keys,) + tuple(put(k) for k in ("counts", "lam_W", "lam_H", "lam_b",
                                             "learning_rate", "gtol", "ftol"))
-    return args, dict(d=d, m=m, optimizer=optimizer, memory_size=10, dtype=dtype)
+    kwargs = dict(d=d, m=m, optimizer=optimizer, memory_size=10, dtype=dtype)
+    t0 = time.perf_counter()
+    with solver.precise():
+        exe = _loops.lower(*args, np.int32(2), **kwargs, kernel=kernel).compile()
+    compile_s = time.perf_counter() - t0
+    run = lambda steps: exe(*args, jax.device_put(np.int32(steps), device))
+    return run, compile_s, (exe, args, kwargs)
 
 
 def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=False,
@@ -191,12 +200,7 @@ def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=
     optimised HLO text under "hlo"). ``kernel``: None for XLA's step, or the
     ``ncjax.fused.Settings`` of the one-kernel Adam step (no compiled bytes then: XLA's
     cost analysis does not see into the kernel)."""
-    args, kwargs = _loop_args(K, d, m, B, optimizer=optimizer, dtype=dtype, device=device)
-    t0 = time.perf_counter()
-    with solver.precise():
-        exe = _loops.lower(*args, np.int32(2), **kwargs, kernel=kernel).compile()
-    compile_s = time.perf_counter() - t0
-    run = lambda steps: exe(*args, jax.device_put(np.int32(steps), device))
+    run, compile_s, (exe, args, kwargs) = _loop(K, d, m, B, optimizer, dtype, device, kernel)
     t_lo = _median(lambda: run(2), repeats)
     steps = 4
     while True:
@@ -227,11 +231,8 @@ def fused_agreement(K, d, m, B, steps, settings, *, device) -> dict:
     configurations of (K, d, m) from the same starts for ``steps`` steps (float32, products
     as ``solver.precise``): the largest relative difference of F, of ‖∇F‖ and of each
     block of x (over that block's largest entry), over the batch."""
-    args, kwargs = _loop_args(K, d, m, B, optimizer="adam", dtype="float32", device=device)
-    n = jax.device_put(np.int32(steps), device)
-    with solver.precise():
-        want, got = (jax.device_get(_loops(*args, n, **kwargs, kernel=k))
-                     for k in (None, settings))
+    want, got = (jax.device_get(_loop(K, d, m, B, "adam", "float32", device, k)[0](steps))
+                 for k in (None, settings))
     rel = lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - b))
                              / max(np.max(np.abs(np.asarray(b, np.float64))), 1e-30))
     out = {"B": B, "steps": steps, "settings": settings._asdict(),
@@ -544,7 +545,7 @@ def _run(*, tiny, repeats, out, device, log) -> dict:
         K_grid=[10] if tiny else [10, 30, 100, 300, 1000],
         growth_elems=(1 << 14) if tiny else (1 << 27 if gpu else 1 << 22),
         fused_B=1 if tiny else 8192,
-        fused_agree=(2, 20) if tiny else (256, 200),  # (B, steps)
+        fused_agree=(1, 20) if tiny else (256, 200),  # (B, steps)
     )
     res = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
            "command": " ".join(sys.argv), "device": _describe(device), "config": cfg}
@@ -648,7 +649,9 @@ def _fused_section(res, cfg, device, repeats, log, save, *, tiny) -> None:
         return
     best = fused.Settings(**max(ok, key=lambda r: r["config_steps_per_s"])["kernel"])
     b_max = min(cfg["b_max"], _fits(K, d, m, "float32", device))
-    sizes = [B for B in (4 ** i for i in range(5, 10)) if B <= b_max] + [b_max]
+    # B of the agreement check first: its programs are then compiled once
+    sizes = [cfg["fused_agree"][0]] + [B for B in (4 ** i for i in range(5, 10))
+                                       if B <= b_max] + [b_max]
     for B in [] if tiny else sorted(set(sizes)):
         r = solver_step(K, d, m, B, **kw, kernel=best) | {"shape": name}
         res["throughput"].append(r)
