@@ -23,6 +23,9 @@ over U: U lives in two buffers (B, 2, K m, d), a configuration's step reads one 
 the other, and its parity flips only when the new point is finite. The moments are updated
 in place (a diverged configuration never reads them again). The classes are padded to
 KP = 16 (Triton's smallest product), the padded logits masked.
+
+The kernel is written for Pallas's Triton backend, which jax 0.11 marks deprecated (still
+present in 0.12; Mosaic GPU is its successor): on those versions lowering it warns.
 """
 
 from __future__ import annotations
