@@ -5,8 +5,9 @@
 # if PROBE_S > 0; then the full benchmark on the GPU. Every line of the probe and the bench
 # is stamped with the time of day. Writes under $OUT: pytest.log, probe.log,
 # probe/{probe.json,probe.md}, bench.log and bench/{bench.json,bench.md,bench.png,
-# step_adam_hlo.txt}. Wheels under .whl/ (cvxpy and its solvers for Python 3.12; carried)
-# are installed first.
+# step_adam_hlo.txt}; the bench's one-kernel section (ncjax.fused) is in bench.json
+# under "fused". Wheels under .whl/ (cvxpy and Clarabel for Python 3.12, from
+# benchmarks/fetch_wheels.sh; carried) are installed first.
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 OUT=${OUT:-/tmp/out}
