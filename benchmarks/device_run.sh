@@ -5,8 +5,8 @@
 # if PROBE_S > 0; then the full benchmark on the GPU. Every line of the probe and the bench
 # is stamped with the time of day. Writes under $OUT: pytest.log, probe.log,
 # probe/{probe.json,probe.md}, bench.log and bench/{bench.json,bench.md,bench.png,
-# step_adam_hlo.txt}; the bench's one-kernel section (ncjax.fused) is in bench.json
-# under "fused". Wheels under .whl/ (cvxpy and Clarabel for Python 3.12, from
+# step_adam_hlo.txt,step_adam_fused_hlo.txt}; the bench's one-kernel section
+# (ncjax.fused) is in bench.json under "fused". Wheels under .whl/ (cvxpy and Clarabel for Python 3.12, from
 # benchmarks/fetch_wheels.sh; carried) are installed first.
 set -u
 cd "$(dirname "$0")/.."

@@ -78,9 +78,10 @@ SWEEP = Path(__file__).resolve().parent.parent / "sweeps" / "bench_16384.toml"
 FUSED_SETTINGS = tuple(
     (rows, per, warps, stages, precision)
     for precision in ("ieee", "tf32x3")
-    for rows, per, warps, stages in ((16, 1, 2, 1), (64, 1, 4, 1), (16, 4, 2, 2),
+    # warps in proportion to the rows: 16 floats of each (rows, d = 64) block a thread
+    for rows, per, warps, stages in ((16, 1, 2, 1), (64, 1, 8, 1), (16, 4, 2, 2),
                                      (32, 2, 4, 2), (16, 20, 2, 2), (32, 10, 4, 2),
-                                     (64, 5, 4, 2)))
+                                     (64, 5, 8, 2)))
 
 
 def counts_for(K: int, m: int) -> np.ndarray:
@@ -584,7 +585,7 @@ def _run(*, tiny, repeats, out, device, log) -> dict:
     save()
 
     if gpu or tiny:
-        _fused_section(res, cfg, device, repeats, log, save, tiny=tiny)
+        _fused_section(res, cfg, device, repeats, log, save, tiny=tiny, out=out)
 
     res["step_baselines"] = []
     for name in cfg["shapes"]:
@@ -618,12 +619,14 @@ def _run(*, tiny, repeats, out, device, log) -> dict:
     return res
 
 
-def _fused_section(res, cfg, device, repeats, log, save, *, tiny) -> None:
+def _fused_section(res, cfg, device, repeats, log, save, *, tiny, out=None) -> None:
     """The one-kernel Adam step (``ncjax.fused``) for the reference shape (tiny mode: the
     tiny shape, one launch, Pallas's interpreter): each launch of ``FUSED_SETTINGS`` at
     B = ``fused_B`` (a launch that fails to compile is logged and skipped), the fastest
     against B as the XLA step is (rows in res["throughput"] with its ``kernel``), and its
-    agreement with XLA's loop (``fused_agreement``)."""
+    agreement with XLA's loop (``fused_agreement``). With ``out``, the compiled program of
+    the largest B goes to step_adam_fused_hlo.txt there, and the copies it holds are
+    counted (a copy of the loop's U buffers around the kernel would undo its savings)."""
     from ncjax import fused
     name = "tiny" if tiny else "reference"
     K, d, m = SHAPES[name]
@@ -652,8 +655,16 @@ def _fused_section(res, cfg, device, repeats, log, save, *, tiny) -> None:
     # B of the agreement check first: its programs are then compiled once
     sizes = [cfg["fused_agree"][0]] + [B for B in (4 ** i for i in range(5, 10))
                                        if B <= b_max] + [b_max]
-    for B in [] if tiny else sorted(set(sizes)):
-        r = solver_step(K, d, m, B, **kw, kernel=best) | {"shape": name}
+    for B in sorted(set(sizes)):
+        hlo = out is not None and B == max(sizes)
+        r = solver_step(K, d, m, B, **kw, kernel=best, hlo=hlo) | {"shape": name}
+        if hlo:
+            text = r.pop("hlo")
+            Path(out).mkdir(parents=True, exist_ok=True)
+            (Path(out) / "step_adam_fused_hlo.txt").write_text(text)
+            sec["hlo_copies"] = sum(" copy(" in line or "copy-start" in line
+                                    for line in text.splitlines())
+            log(f"one-kernel program at B={B}: {sec['hlo_copies']} copy instructions")
         res["throughput"].append(r)
         log(f"{name} adam, one kernel {tuple(best)[:5]}, B={B}: "
             f"{r['config_steps_per_s']:.4g} config-steps/s, "
