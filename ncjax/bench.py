@@ -657,7 +657,13 @@ def _fused_section(res, cfg, device, repeats, log, save, *, tiny, out=None) -> N
                                        if B <= b_max] + [b_max]
     for B in sorted(set(sizes)):
         hlo = out is not None and B == max(sizes)
-        r = solver_step(K, d, m, B, **kw, kernel=best, hlo=hlo) | {"shape": name}
+        try:
+            r = solver_step(K, d, m, B, **kw, kernel=best, hlo=hlo) | {"shape": name}
+        except Exception as e:  # e.g. out of memory at the largest B; the run goes on
+            log(f"{name} adam, one kernel, B={B}: failed: {type(e).__name__}: "
+                f"{str(e)[:300]}")
+            sec.setdefault("failed_B", []).append(B)
+            continue
         if hlo:
             text = r.pop("hlo")
             Path(out).mkdir(parents=True, exist_ok=True)
