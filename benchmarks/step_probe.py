@@ -199,8 +199,7 @@ def _agree(bare, one, device) -> dict:
         xb, c = run(fb, cb)[0], run(ft, ct)
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"[:2000]}
-    U = jnp.take_along_axis(c.U2, c.par[:, None, None, None], axis=1)[:, 0]
-    xt = (c.V, U.reshape(xb.U.shape), c.b)
+    xt = (c.V, fused.features(c).reshape(xb.U.shape), c.b)
     rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(a))
     return {"V": rel(xb.V, xt[0]), "U": rel(xb.U, xt[1]), "b": rel(xb.b, xt[2]),
             "finite": bool(all(jnp.isfinite(a).all() for a in xt))}

@@ -38,6 +38,8 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
+from ncjax import theory
+
 KP = 16
 # the products' precision: float32 arithmetic (Triton's "ieee"), or three TF32 products on
 # the tensor cores (about float32's accuracy)
@@ -227,13 +229,18 @@ class Carry(NamedTuple):
     gtol_abs: jax.Array
 
 
+def features(c: Carry) -> jax.Array:
+    """U (B, K m, d) of the carry: the buffer of ``c.U2`` that ``c.par`` names."""
+    return jnp.take_along_axis(c.U2, c.par[:, None, None, None], axis=1)[:, 0]
+
+
 def batched(*, d, m, max_steps, dtype, settings: Settings = Settings()):
     """(init, advance, result) of the solver's Adam loop for a batch, as
     ``solver._batched(optimizer="adam", ...)`` gives (init, advance): init(keys, n_k, λ_W,
     λ_H, λ_b, lr, gtol, ftol) the carry₀ (the same start, F and ∇F as ``solver._loop``),
     advance(carry, keys, ...) one step of every running configuration (module docstring),
     result(carry) = (x, F, ‖∇F‖, steps, status) as ``solver._solve_group`` returns them."""
-    from ncjax import solver
+    from ncjax import solver  # here: the solver imports this module lazily
 
     loop0 = jax.vmap(lambda *a: solver._loop(*a, d=d, m=m, optimizer="adam",
                                              max_steps=max_steps, memory_size=1,
@@ -268,7 +275,7 @@ def batched(*, d, m, max_steps, dtype, settings: Settings = Settings()):
                                                  (c.V, c.mV, c.vV)))
         b1, mb, vb = (sel(a, o) for a, o in zip(adam(c.b, c.gb, c.mb, c.vb),
                                                  (c.b, c.mb, c.vb)))
-        lam = jnp.sqrt(lam_W * lam_H)
+        lam = theory.effective_lam(lam_W, lam_H)
         P = jnp.stack([lr, bc1, bc2, lam, running.astype(c.V.dtype)], axis=1)
         U2, mU, vU, S, gVd, gbd = kernel_step(c.U2, c.mU, c.vU, c.par, c.V, c.b, V1, b1,
                                               n_k, P, settings)
@@ -299,8 +306,7 @@ def batched(*, d, m, max_steps, dtype, settings: Settings = Settings()):
     def result(c):
         from ncjax.solver import Natural
         B, K = c.b.shape
-        U = jnp.take_along_axis(c.U2, c.par[:, None, None, None], axis=1)[:, 0]
-        return (Natural(c.V, U.reshape(B, K, m, d), c.b), c.value, c.gnorm, c.step,
-                c.status)
+        return (Natural(c.V, features(c).reshape(B, K, m, d), c.b), c.value, c.gnorm,
+                c.step, c.status)
 
     return init, advance, result
