@@ -256,10 +256,12 @@ def _solve_chunks(out, spec, grid, total, chunk_size, log, say, primary, file):
     with _solver._x64(solver.get("dtype") == "float64"):
         while not done.all():
             idx = plan(grid, size, done)[0]
-            # one width per K block (one compiled program), a multiple of the device count;
-            # padding rows repeat the last cell and are stored with index -1
-            width = min(size, int(np.sum(p["K"] == p["K"][idx[0]])))
-            width = -(-width // len(devices)) * len(devices)
+            # one width per K block (one compiled program), padded as the solver pads a
+            # batch (``solver.layout``); padding rows repeat the last cell and are stored
+            # with index -1
+            width = _solver.layout(min(size, int(np.sum(p["K"] == p["K"][idx[0]]))),
+                                   devices, solver.get("method", "ufm"),
+                                   solver.get("pool"))[0]
             rows = np.concatenate([idx, np.full(width - idx.size, idx[-1])])
             try:
                 r, err = _solver.solve_sharded(

@@ -37,8 +37,9 @@ def test_alone_equals_inside_a_batch_of_32(dtype, rtol):
 
 
 def test_groups_of_the_factored_solver_do_not_change_results():
-    """pool = 3 runs 11 configurations as groups of 3, 3, 3, 2 (``lax.map``), pool = 11 as
-    one batched loop: the same solves (float64, to rounding), by two compiled programs."""
+    """pool = 3 runs 11 configurations as 4 groups of 3 (``lax.map``; the batch padded to
+    12 by ``solver.layout``), pool = 11 as one batched loop: the same solves (float64, to
+    rounding), by two compiled programs."""
     counts, lam_W, lam_H, lam_b = _batch(11, np.random.default_rng(5))
     kw = dict(seed=np.arange(11), dtype="float64")
     before = _solve_batch._cache_size()
@@ -48,6 +49,41 @@ def test_groups_of_the_factored_solver_do_not_change_results():
     assert one.converged.all() and list(groups.status) == list(one.status)
     np.testing.assert_allclose(groups.objective, one.objective, rtol=1e-12)
     np.testing.assert_allclose(groups.Z, one.Z, rtol=1e-6, atol=1e-9)
+
+
+def test_layout_pads_a_batch_to_equal_groups():
+    """``solver.layout``: every device gets the same number of configurations, in groups
+    of at most the pool, all of one size (one compiled loop), with fewer padding rows than
+    groups; the padded batch is laid out as itself (a sweep pads its chunks with it)."""
+    cpu = jax.devices("cpu")[0]
+    for n in (1, 3, 4):
+        for B in range(1, 70):
+            for p in range(1, 10):
+                B_pad, s = solver.layout(B, [cpu] * n, "ufm", p)
+                L = B_pad // n
+                assert B_pad == n * L >= B and L % s == 0 and s <= p
+                assert L - -(-B // n) < L // s  # padding beyond the devices' < groups
+                assert solver.layout(B_pad, [cpu] * n, "ufm", p) == (B_pad, s)
+                assert solver.layout(B, [cpu] * n, "convex", p) == (n * -(-B // n),
+                                                                     min(p, -(-B // n)))
+    assert solver.layout(11, [cpu], "ufm", None) == (12, 4)  # UFM_POOL["cpu"] = 4
+    assert solver.layout(5, [cpu], "ufm", None) == (6, 3)
+
+
+def test_a_batch_that_groups_do_not_divide_compiles_one_loop():
+    """11 configurations in groups of at most 3 lower to as many while-loops as 12 do
+    (the map over the groups and the loop inside it); an unequal last group would be a
+    second copy of the loop."""
+    def whiles(B):
+        counts, lam_W, lam_H, lam_b = _batch(B, np.random.default_rng(0))
+        per, static, _ = solver._inputs(
+            counts, lam_W, lam_H, lam_b, d=None, m=1, seed=0, convention="half",
+            optimizer="adam", learning_rate=0.1, max_steps=10, gtol=None, ftol=None,
+            dtype="float32", memory_size=10, key_index=0, method="ufm", gap_tol=None,
+            pool=3)
+        fn, args, kwargs, _ = solver._program(per, static, jax.devices()[:1])
+        return fn.lower(*args, **kwargs).as_text().count("stablehlo.while")
+    assert whiles(11) == whiles(12) >= 2
 
 
 @pytest.mark.parametrize("optimizer, gtol, max_steps", [
