@@ -1,8 +1,26 @@
 import functools
+import os
 
 import pytest
 
-from ncjax.solver import _x64
+# The suite is compile-bound: almost every test compiles its own programs, and XLA's CPU
+# compiler spends much of its time in LLVM's optimisation passes, which make the code it
+# emits faster, not different in its math (no fast-math; the rounding of a few operations
+# may differ). The suite compiles with them off unless XLA_FLAGS names a level; on the
+# 2-core CPU it ran in 344 s instead of 557 s (pytest -n 2; both passed; README, "Tests").
+# Set before ncjax is imported, so before JAX starts its CPU backend.
+_OPT = "--xla_backend_optimization_level"
+if _OPT not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT}=0".strip()
+
+from ncjax.solver import _x64  # noqa: E402
+
+
+def forced_devices_env(n: int) -> dict:
+    """The environment of a subprocess that sees ``n`` CPU devices (XLA's forced host
+    device count), with the suite's XLA flags."""
+    return {**os.environ, "XLA_FLAGS": f"{os.environ['XLA_FLAGS']} "
+                                      f"--xla_force_host_platform_device_count={n}"}
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pytest
 import ncjax
 from ncjax import model, profiles, solver
 from ncjax.solver import _solve_batch
+from tests.conftest import forced_devices_env
 
 
 def _batch(B, rng):
@@ -142,7 +143,7 @@ def test_a_diverging_configuration_leaves_the_others_untouched():
                            bad.b[1])
         F = lambda x: model.ufm_objective(solver.from_natural(x, n, 0.01, 1e-3), n, 0.01,
                                           1e-3, 0.0)
-        value, grad = jax.value_and_grad(F)(x)
+        value, grad = jax.jit(jax.value_and_grad(F))(x)
         gnorm = np.sqrt(sum(float(np.sum(np.asarray(g) ** 2)) for g in grad))
     np.testing.assert_allclose(bad.objective[1], float(value), rtol=1e-10)
     np.testing.assert_allclose(bad.grad_norm[1], gnorm, rtol=1e-6)
@@ -160,7 +161,7 @@ r = ncjax.solve(c, 0.01, lam**2 / 0.01, method="convex", dtype="float64", pool=2
 np.savez(OUT, objective=r.objective, Z=r.Z, n=jax.local_device_count())
 """
     for n in (1, 4):
-        env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={n}"}
+        env = forced_devices_env(n)
         out = tmp_path / f"{n}.npz"
         p = subprocess.run([sys.executable, "-c", code.replace("OUT", repr(str(out)))],
                            env=env, capture_output=True, text=True)

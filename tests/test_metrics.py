@@ -1,10 +1,14 @@
 """Metrics on hand-built solutions whose values are known in closed form, and NC1
 against a direct numpy evaluation of its definition."""
 
+import jax
 import numpy as np
 import pytest
 
 from ncjax import metrics
+
+# as the solver runs it: one compiled program (eagerly, each operation compiles apart)
+compute = jax.jit(metrics.compute)
 
 
 def _etf(K):
@@ -19,7 +23,7 @@ def test_etf_cosines_and_spreads(x64):
     Hbar = _etf(K)
     H = np.repeat(Hbar[:, None, :], m, axis=1)  # collapsed within classes
     W = 2.0 * Hbar
-    out = metrics.compute(W, H, np.zeros(K), n, 0.01, 0.0)
+    out = compute(W, H, np.zeros(K), n, 0.01, 0.0)
     for key in ("Z", "H", "W"):
         for pair in ("AA", "BB", "AB"):
             assert float(out[f"cos_{key}_{pair}"]) == pytest.approx(-1 / (K - 1))
@@ -41,7 +45,7 @@ def test_collapsed_minority_and_group_values(x64):
                   [-1, -1, 0.5, 0.5, 0.5]])
     # a factorisation W H̄ᵀ = Z with d = K: W = I, h̄_k = z_k (column k)
     W, H = np.eye(K), Z.T[:, None, :]
-    out = metrics.compute(W, H, np.zeros(K), n, 0.01, 0.0)
+    out = compute(W, H, np.zeros(K), n, 0.01, 0.0)
     zmax = np.linalg.norm(Z, axis=0).max()
     assert float(out["minority_spread_Z"]) == pytest.approx(1e-4 / zmax)
     assert bool(out["minority_collapsed"])
@@ -58,7 +62,7 @@ def test_zero_solution_reports_absolute_spreads(x64):
     W = np.zeros((K, K))
     H = np.zeros((K, 1, K))
     H[2, 0, 0] = 1e-7
-    out = metrics.compute(W, H, np.zeros(K), n, 0.01, 0.0)
+    out = compute(W, H, np.zeros(K), n, 0.01, 0.0)
     assert bool(out["zero_solution"])
     assert float(out["minority_spread_H"]) == pytest.approx(1e-7)
 

@@ -45,22 +45,23 @@ def _optax_adam(x, n_k, lam_W, lam_H, lam_b, lr, steps):
             u, s = opt.update(jax.grad(f)(x), s, x)
             x = optax.apply_updates(x, u)
         return x
-    return jax.vmap(one)(x, n_k, lam_W, lam_H, lam_b, lr)
+    return jax.jit(jax.vmap(one))(x, n_k, lam_W, lam_H, lam_b, lr)
 
 
 def _value_and_gnorm(x, n_k, lam_W, lam_H, lam_b):
     def one(x, *p):
         v, g = jax.value_and_grad(lambda x: solver.natural_objective(x, *p))(x)
         return v, optax.tree.norm(g)
-    return jax.vmap(one)(x, n_k, lam_W, lam_H, lam_b)
+    return jax.jit(jax.vmap(one))(x, n_k, lam_W, lam_H, lam_b)
 
 
 def test_factored_step_is_adam_with_exact_F_and_gradient_norm():
     K, d, m = 4, 16, 8
     with solver._x64(True):
         x0, n_k, lam_W, lam_H, lam_b, lr = _problem(K, d, m, 3)
-        fac = jax.vmap(step_probe._factors)
-        rest = jax.vmap(step_probe._adam_from_factors, in_axes=(0,) * 3 + (None,) + (0,) * 6)
+        fac = jax.jit(jax.vmap(step_probe._factors))
+        rest = jax.jit(jax.vmap(step_probe._adam_from_factors,
+                                in_axes=(0,) * 3 + (None,) + (0,) * 6))
         zero = jax.tree.map(jnp.zeros_like, x0)
         x, mu, nu = x0, zero, zero
         R, gV, gb, _, _ = fac(x, n_k, lam_W, lam_H, lam_b)

@@ -13,6 +13,7 @@ import pytest
 
 import ncjax
 from ncjax import sweep
+from tests.conftest import forced_devices_env
 
 SPEC = """
 [problem]
@@ -160,7 +161,7 @@ def test_to_xarray(reference):
 def test_four_devices_give_the_one_device_grid(spec_file, reference, tmp_path):
     """The same spec on 4 forced host devices (each chunk sharded over them) and on 1."""
     out = tmp_path / "run"
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    env = forced_devices_env(4)
     p = subprocess.run([sys.executable, "-m", "ncjax", "sweep", str(spec_file), "--out",
                         str(out), "--chunk-size", "6"], env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
@@ -198,7 +199,7 @@ def test_two_process_multi_host_launch(spec_file, reference, tmp_path):
     devices each: one global mesh of 4 devices, each process solves its addressable
     shards, orbax writes the chunks from both; the grid equals the one-process run."""
     out, port = tmp_path / "run", _free_port()
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = forced_devices_env(2)
     procs = [subprocess.Popen(
         [sys.executable, "-m", "ncjax", "sweep", str(spec_file), "--out", str(out),
          "--chunk-size", "6", "--coordinator", f"localhost:{port}", "--num-processes", "2",
