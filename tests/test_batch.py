@@ -39,8 +39,11 @@ def test_alone_equals_inside_a_batch_of_32(dtype, rtol):
 
 def test_groups_of_the_factored_solver_do_not_change_results():
     """pool = 3 runs 11 configurations as 4 groups of 3 (``lax.map``; the batch padded to
-    12 by ``solver.layout``), pool = 11 as one batched loop: the same solves (float64, to
-    rounding), by two compiled programs."""
+    12 by ``solver.layout``), pool = 11 as one batched loop: the same solves by two
+    compiled programs, F to rounding (float64) and Z to the stopping tolerance: the layout
+    may round differently and a path then take a few steps more or fewer (jax 0.11.2,
+    the suite's XLA flags: 4 of the 11 by up to 5 steps, Z within 2.3e-8 of max |Z| 3.9,
+    every ‖∇F‖ < 5e-10)."""
     counts, lam_W, lam_H, lam_b = _batch(11, np.random.default_rng(5))
     kw = dict(seed=np.arange(11), dtype="float64")
     before = _solve_batch._cache_size()
@@ -49,7 +52,7 @@ def test_groups_of_the_factored_solver_do_not_change_results():
     assert _solve_batch._cache_size() - before == 2
     assert one.converged.all() and list(groups.status) == list(one.status)
     np.testing.assert_allclose(groups.objective, one.objective, rtol=1e-12)
-    np.testing.assert_allclose(groups.Z, one.Z, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(groups.Z, one.Z, rtol=1e-6, atol=1e-7)
 
 
 def test_layout_pads_a_batch_to_equal_groups():
