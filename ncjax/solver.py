@@ -557,8 +557,9 @@ def solve_sharded(counts, lam_W, lam_H, lam_b=0.0, *, devices=None, d: int | Non
     (batched: (B, ...) inputs; ``devices`` default every device of every process), and
     returns the raw outputs, a dict of jax Arrays of (B_pad, ...) sharded over the
     devices, the batch padded by repeating its last configuration (``layout``: to a
-    multiple of the device count, and of the group size on a CPU). With several processes (``jax.distributed``) each process passes
-    the same inputs and computes its addressable shards; nothing is fetched to the host.
+    multiple of the device count, and of the group size on a CPU). With several processes
+    (``jax.distributed``) each process passes the same inputs and computes its
+    addressable shards; nothing is fetched to the host.
     Keys: objective, gap, grad_norm, steps, status (int: ``STATUS_NAMES``), W, H, b,
     class_means, Z, metrics (dict), theory (dict). Call it inside ``_x64`` for float64.
     """
@@ -604,11 +605,12 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
         features per class). Needs d ≥ K − 1; seed, optimizer, learning_rate, ftol and
         memory_size are not used, and grad_norm is NaN.
       pool: configurations in flight per device. Method "convex": slots refilled as
-        configurations finish (default ``CONVEX_POOL``). Method "ufm": configurations
-        solved together in one batched loop, in groups one after another, each group
-        running until its slowest stops (default ``UFM_POOL`` for the platform: 4 on a
-        CPU; on other platforms all of the device's configurations at once). Results do
-        not depend on it beyond float rounding.
+        configurations finish (default ``CONVEX_POOL``). Method "ufm": at most this many
+        configurations solved together in one batched loop, in equal groups one after
+        another (``layout``), each group running until its slowest stops (default
+        ``UFM_POOL`` for the platform: 4 on a CPU; on other platforms all of the
+        device's configurations at once). Results do not depend on it beyond float
+        rounding and the stopping tolerance.
       gap_tol: if given, a configuration whose optimiser stopped but whose certified gap
         exceeds gap_tol·max(1, |F|) gets status "uncertified" instead of "converged".
     Returns:
