@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ncjax import dtypes
 from ncjax import bench, fused, solver
 
 
@@ -253,7 +254,7 @@ def adam_inputs(K, d, m, B):
 
 def run(*, K, d, m, B, repeats, target_s, profile_steps, log=print) -> dict:
     device = jax.devices()[0]
-    with solver.precise():
+    with dtypes.precise():
         args, static = adam_inputs(K, d, m, B)
         copy = bench.copy_bandwidth(1 << 31 if device.platform == "gpu" else 1 << 26, repeats)
         model = bench.adam_bytes(K, d, m, 4)

@@ -18,7 +18,7 @@ for _name, _value in _FLAGS.items():
 del _name, _value
 
 from ncjax import metrics, model, profiles, spec, sweep, theory
-from ncjax._validate import InputError, NCJaxWarning
+from ncjax.validate import InputError, NCJaxWarning
 from ncjax.solver import Result, solve
 from ncjax.sweep import load
 

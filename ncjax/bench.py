@@ -60,8 +60,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ncjax import dtypes
 from ncjax import solver, spec as _spec, sweep
-from ncjax._validate import InputError
+from ncjax.validate import InputError
 
 # (K, d, m): the reference shape, a tiny one and the full UFM (m = n_k = 1000).
 SHAPES = {"reference": (10, 64, 32), "tiny": (10, 16, 4), "full": (10, 64, 1000)}
@@ -158,7 +159,7 @@ def _compiled(per, static, device):
     the compilation took)."""
     fn, args, kwargs, _ = solver._program(per, static, [device])
     t0 = time.perf_counter()
-    with solver.precise():
+    with dtypes.precise():
         exe = fn.lower(*args, **kwargs).compile()
     compile_s = time.perf_counter() - t0
 
@@ -187,7 +188,7 @@ def _loop(K, d, m, B, optimizer, dtype, device, kernel=None):
                                             "learning_rate", "gtol", "ftol"))
     kwargs = dict(d=d, m=m, optimizer=optimizer, memory_size=10, dtype=dtype)
     t0 = time.perf_counter()
-    with solver.precise():
+    with dtypes.precise():
         exe = _loops.lower(*args, np.int32(2), **kwargs, kernel=kernel).compile()
     compile_s = time.perf_counter() - t0
     run = lambda steps: exe(*args, jax.device_put(np.int32(steps), device))
@@ -213,7 +214,7 @@ def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=
     dt = max(t_hi - t_lo, 1e-12) / steps
     itemsize = np.dtype(dtype).itemsize
     if kernel is None:
-        with solver.precise():
+        with dtypes.precise():
             traffic = compiled_bytes(args, **kwargs) / B
     else:
         traffic = np.nan
@@ -230,7 +231,7 @@ def solver_step(K, d, m, B, *, optimizer, dtype, device, repeats, target_s, hlo=
 def fused_agreement(K, d, m, B, steps, settings, *, device) -> dict:
     """The one-kernel Adam loop (``ncjax.fused``, ``settings``) against XLA's, the same B
     configurations of (K, d, m) from the same starts for ``steps`` steps (float32, products
-    as ``solver.precise``): the largest relative difference of F, of ‖∇F‖ and of each
+    as ``dtypes.precise``): the largest relative difference of F, of ‖∇F‖ and of each
     block of x (over that block's largest entry), over the batch."""
     want, got = (jax.device_get(_loop(K, d, m, B, "adam", "float32", device, k)[0](steps))
                  for k in (None, settings))
@@ -432,7 +433,7 @@ def solve_one_at_a_time(counts, lam, idx, *, device, d, m):
                              counts=counts[i:i + 1], lam=lam[i:i + 1], seed=0, key_index=i)
         fn, args, kwargs, _ = solver._program(per, static, [device])
         if run is None:
-            with solver.precise():
+            with dtypes.precise():
                 run = fn.lower(*args, **kwargs).compile()
             jax.block_until_ready(run(*args))
         t0 = time.perf_counter()
@@ -523,9 +524,9 @@ def _fits(K, d, m, dtype, device, memory_size=1) -> int:
 def run(*, tiny: bool = False, repeats: int = 3, out: Path | None = None,
         device=None, log=print) -> dict:
     """The whole benchmark (module docstring); ``tiny``: seconds, for the tests. Every
-    JAX route runs under ``solver.precise`` (float32 products in float32, not TF32), as
+    JAX route runs under ``dtypes.precise`` (float32 products in float32, not TF32), as
     the solver does; PyTorch's float32 products are float32 by default."""
-    with solver.precise():
+    with dtypes.precise():
         return _run(tiny=tiny, repeats=repeats, out=out, device=device, log=log)
 
 

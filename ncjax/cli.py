@@ -14,7 +14,8 @@ import warnings
 
 import numpy as np
 
-from ncjax._validate import InputError, NCJaxWarning
+from ncjax.tolerances import GAP_TOL
+from ncjax.validate import InputError, NCJaxWarning
 
 
 def parse_counts(text: str) -> list[float]:
@@ -434,7 +435,7 @@ def _plot_curves(args, g) -> int:
     from pathlib import Path
 
     from ncjax import plot, report
-    from ncjax.metrics import COLLAPSE_TOL
+    from ncjax.tolerances import COLLAPSE_TOL
 
     name = Path(args.dir).name
     per_N = "c" in g.axes or "c" in g.spec.problem
@@ -483,9 +484,6 @@ def _plot_curves(args, g) -> int:
     return 0
 
 
-# A cell enters the group-threshold study only if certified: status converged and duality
-# gap F - F* <= GAP_TOL (absolute; every objective here is O(1)).
-GAP_TOL = 1e-8
 
 
 def _fmt_interval(lo, hi) -> str:
@@ -504,7 +502,7 @@ def _plot_groups(args, g) -> int:
     import matplotlib.pyplot as plt
 
     from ncjax import analysis, plot, profiles
-    from ncjax.metrics import COLLAPSE_TOL, ZERO_ATOL
+    from ncjax.tolerances import COLLAPSE_TOL, ZERO_ATOL
 
     x_name = "lam" if "lam" in g.axes else "c"
     others = {k: v[0].item() for k, v in g.axes.items() if k != x_name}

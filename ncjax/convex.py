@@ -385,7 +385,7 @@ def solve_convex_batch(n_k: jax.Array, lam: jax.Array, lam_b: jax.Array, *,
                        pool: int | None = None) -> ConvexResult:
     """``solve_convex`` for B configurations in one jitted program: n_k (B, K), λ (B,),
     λ_b (B,) (half convention). Inputs are cast to ``dtype``; float64 needs x64 enabled by
-    the caller (``ncjax.solver._x64``). gtol defaults to ``GTOL[dtype]``.
+    the caller (``ncjax.dtypes.x64``). gtol defaults to ``GTOL[dtype]``.
 
     pool None (or ≥ B): ``vmap`` over the configurations, each in its own ``while_loop`` (a
     finished configuration is frozen, so the batch costs B × the slowest one's steps).

@@ -12,16 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from ncjax import convex, model
+from ncjax.tolerances import COLLAPSE_TOL, ZERO_ATOL
 
-# Z counts as zero (everything collapsed) when max_k ‖z_k‖ is at most this (logit units),
-# or when the solution's convex objective cannot be told from the zero point's at the
-# dtype's rounding (``is_zero``); spreads are then reported in absolute terms.
-ZERO_ATOL = 1e-5
-# Measured minority collapse: minority spread of Z at most this. The spread grows about
-# linearly below λ* (two clusters 5×500/5×100: 0.37 at 0.95λ*, 0.047 at 0.995λ*, 0.0097 at
-# 0.999λ*), so this places the measured boundary within ~0.1% of the true one while
-# staying 10-100× above what float32 solves leave in collapsed cells (≤ 3e-4 measured).
-COLLAPSE_TOL = 1e-2
 
 
 def _masked_mean(x, mask):

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from ncjax._validate import InputError, as_counts
+from ncjax.validate import InputError, as_counts
 
 
 def explicit(counts: Sequence[float]) -> np.ndarray:

@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from ncjax import analysis
-from ncjax._validate import InputError
-from ncjax.metrics import COLLAPSE_TOL
+from ncjax.validate import InputError
+from ncjax.tolerances import COLLAPSE_TOL, FAR
 
-FAR = 0.02          # "far from λ*": |λ/λ* − 1| > FAR
 LAMBDA_AXES = ("lam", "c")
 SAMPLE_AXES = ("n_A", "n", "n_B", "ratio")
 MAX_LISTED = 20     # unconverged cells listed

@@ -23,7 +23,6 @@ search's next trial point.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import NamedTuple
 
@@ -36,7 +35,8 @@ from ncjax import convex as _convex
 from ncjax import lbfgs as _lbfgs
 from ncjax import metrics as _metrics
 from ncjax import model, theory
-from ncjax._validate import (InputError, as_counts, as_int, as_lam, as_seeds,
+from ncjax.dtypes import DTYPES, precise, x64
+from ncjax.validate import (InputError, as_counts, as_int, as_lam, as_seeds,
                              broadcast_batch, warn_small_d)
 
 # Status codes, in the order of ``STATUS_NAMES``. "uncertified": the optimiser stopped
@@ -58,7 +58,6 @@ CONVEX_POOL = 512
 # (benchmarks/RESULTS.md). A GPU needs the width: all of them.
 UFM_POOL = {"cpu": 4}
 
-DTYPES = ("float32", "float64")
 
 # Default stopping rule per dtype (measured: benchmarks/optimizers.py, README):
 # gtol is relative to the gradient norm at the random start; ftol is the relative objective
@@ -375,7 +374,7 @@ def _certify_one(W, H, b, n_k, lam_W, lam_H, lam_b):
     return _convex.gap(model.mean_logits(W, H), b, n_k, lam, lam_b, value=value)
 
 
-# Run under ``_x64(True)``, on the solve's outputs and float64 copies of its inputs.
+# Run under ``x64(True)``, on the solve's outputs and float64 copies of its inputs.
 _certify_batch = jax.jit(jax.vmap(_certify_one))
 
 
@@ -409,24 +408,6 @@ class Result(NamedTuple):
     lam_H: np.ndarray
     lam_b: np.ndarray
     seed: np.ndarray
-
-
-def precise():
-    """A context in which float32 matrix products run at full float32 precision. On GPUs
-    XLA's default is TF32 (10-bit mantissa, ~1e-3 relative), coarser than the tolerances
-    the solvers stop on: in an H200 run before this context, the convex method certified
-    only 4,230 of 16,384 float32 configurations (benchmarks/RESULTS.md). No effect on CPUs."""
-    return jax.default_matmul_precision("highest")
-
-
-def _x64(enabled: bool):
-    """A context in which float64 arrays exist (jax.enable_x64 where this JAX has it)."""
-    if not enabled:
-        return contextlib.nullcontext()
-    if hasattr(jax, "enable_x64"):
-        return jax.enable_x64(True)
-    from jax.experimental import enable_x64  # older JAX
-    return enable_x64()
 
 
 def _inputs(counts, lam_W, lam_H, lam_b, *, d, m, seed, convention, optimizer,
@@ -537,7 +518,7 @@ def _run(per, static, devices):
     with precise():
         out = fn(*args, **kwargs)
     gap_tol = static["gap_tol"]
-    with _x64(True):
+    with x64(True):
         out["gap"] = _certify_batch(out["W"], out["H"], out["b"], put("counts", np.float64),
                                     put("lam_W", np.float64), put("lam_H", np.float64),
                                     put("lam_b", np.float64))
@@ -561,7 +542,7 @@ def solve_sharded(counts, lam_W, lam_H, lam_b=0.0, *, devices=None, d: int | Non
     (``jax.distributed``) each process passes the same inputs and computes its
     addressable shards; nothing is fetched to the host.
     Keys: objective, gap, grad_norm, steps, status (int: ``STATUS_NAMES``), W, H, b,
-    class_means, Z, metrics (dict), theory (dict). Call it inside ``_x64`` for float64.
+    class_means, Z, metrics (dict), theory (dict). Call it inside ``x64`` for float64.
     """
     per, static, _ = _inputs(counts, lam_W, lam_H, lam_b, d=d, m=m, seed=seed,
                              convention=convention, optimizer=optimizer,
@@ -616,7 +597,7 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
     Returns:
       a ``Result`` of numpy arrays.
     Raises:
-      InputError: on a bad argument (see ``ncjax._validate``).
+      InputError: on a bad argument (see ``ncjax.validate``).
     """
     per, static, batched = _inputs(counts, lam_W, lam_H, lam_b, d=d, m=m, seed=seed,
                                    convention=convention, optimizer=optimizer,
@@ -625,7 +606,7 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, d: int | None = None, m: int = 1, 
                                    key_index=key_index, method=method, gap_tol=gap_tol,
                                    pool=pool)
     B = per["counts"].shape[0]
-    with _x64(static["dtype"] == "float64"):
+    with x64(static["dtype"] == "float64"):
         out = _run(per, static, jax.local_devices() if devices is None else list(devices))
         out = jax.tree.map(lambda a: a[:B], jax.device_get(out))
     status = np.asarray(STATUS_NAMES)[out["status"]]

@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ncjax import profiles, theory
-from ncjax._validate import InputError
+from ncjax.validate import InputError
 
 AXES = ("ratio", "n_A", "n_B", "n", "K_A", "K_B", "K", "lam", "lam_W", "lam_H", "lam_b", "c",
         "seed")

@@ -30,8 +30,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from ncjax import dtypes
 from ncjax import spec as _spec
-from ncjax._validate import InputError
+from ncjax.validate import InputError
 from ncjax import solver as _solver
 from ncjax.solver import STATUS_NAMES
 
@@ -253,7 +254,7 @@ def _solve_chunks(out, spec, grid, total, chunk_size, log, say, primary, file):
     log(f"{total} configurations, sharded over {len(devices)} {jax.default_backend()} "
         f"device(s) in {jax.process_count()} process(es)")
     t0, n_new, n_done = time.perf_counter(), 0, int(done.sum())
-    with _solver._x64(solver.get("dtype") == "float64"):
+    with dtypes.x64(solver.get("dtype") == "float64"):
         while not done.all():
             idx = plan(grid, size, done)[0]
             # one width per K block (one compiled program), padded as the solver pads a

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from ncjax._validate import InputError
+from ncjax.validate import InputError
 
 CONVENTIONS = ("half", "paper")
 

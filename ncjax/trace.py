@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ncjax import dtypes
 from ncjax import metrics, model
 from ncjax import solver as _solver
-from ncjax._validate import InputError
+from ncjax.validate import InputError
 
 
 class Trace(NamedTuple):
@@ -95,7 +96,7 @@ def trace(counts, lam_W, lam_H, lam_b=0.0, *, steps: int, d: int | None = None, 
     if batched:
         raise InputError("trace takes one configuration: counts (K,) and scalar settings")
     dt = static["dtype"]
-    with _solver._x64(dt == "float64"), _solver.precise():  # the solve's arithmetic
+    with dtypes.x64(dt == "float64"), dtypes.precise():  # the solve's arithmetic
         out = _trace_one(
             np.uint32(per["seed"][0]), np.uint32(per["key_index"][0]),
             *(np.asarray(per[k][0], dt) for k in ("counts", "lam_W", "lam_H", "lam_b",

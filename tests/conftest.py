@@ -14,7 +14,7 @@ _OPT = "--xla_backend_optimization_level"
 if _OPT not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT}=0".strip()
 
-from ncjax.solver import _x64  # noqa: E402
+from ncjax import dtypes  # noqa: E402
 
 
 def forced_devices_env(n: int) -> dict:
@@ -27,7 +27,7 @@ def forced_devices_env(n: int) -> dict:
 @pytest.fixture
 def x64():
     """Run the test body with float64 enabled in JAX."""
-    with _x64(True):
+    with dtypes.x64(True):
         yield
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import ncjax
+from ncjax import dtypes
 from ncjax import model, profiles, solver
 from ncjax.solver import _solve_batch
 from tests.conftest import forced_devices_env
@@ -140,7 +141,7 @@ def test_a_diverging_configuration_leaves_the_others_untouched():
     # coordinates (V = W/a, u = a sqrt(w_k) h, a = (λ_H/λ_W)^{1/4})
     assert np.isfinite(bad.objective[1]) and np.isfinite(bad.Z[1]).all()
     assert 1 <= bad.steps[1] < 200
-    with solver._x64(True):
+    with dtypes.x64(True):
         a = (1e-3 / 0.01) ** 0.25
         x = solver.Natural(bad.W[1] / a, bad.H[1] * a * np.sqrt(n / 1)[:, None, None],
                            bad.b[1])

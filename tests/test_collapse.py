@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 import ncjax
-from ncjax import metrics, profiles
+from ncjax import metrics, profiles, tolerances
 from ncjax.solver import from_natural, init_natural
 
 
@@ -49,8 +49,8 @@ def test_minority_collapse_agrees_with_theory_both_directions():
     np.testing.assert_array_equal(res.metrics["minority_collapsed"], predicted)
     # and decisively so: the spread is far from the decision tolerance on both sides
     s = res.metrics["minority_spread_Z"]
-    assert s[predicted].max() < metrics.COLLAPSE_TOL / 10
-    assert s[~predicted].min() > 5 * metrics.COLLAPSE_TOL
+    assert s[predicted].max() < tolerances.COLLAPSE_TOL / 10
+    assert s[~predicted].min() > 5 * tolerances.COLLAPSE_TOL
 
 
 def test_everything_collapses_when_the_largest_count_is_shared():

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from ncjax import convex, model, profiles
-from ncjax.solver import _x64
+from ncjax.dtypes import x64
 from tests.conftest import convex_optimum
 
 
@@ -52,7 +52,7 @@ Z_ZERO = [i for i, (n, lam, _) in enumerate(CONFIGS) if lam >= np.sqrt(n.max()) 
 @pytest.fixture(scope="module")
 def solved():
     """The convex solver on all CONFIGS (float64) and cvxpy's optima, as numpy."""
-    with _x64(True):
+    with x64(True):
         r = jax.device_get(convex.solve_convex_batch(COUNTS, LAM, LAM_B, gtol=1e-9))
     cvx = [convex_optimum(tuple(n), lam, lb) for n, lam, lb in CONFIGS]
     return r, cvx

@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ncjax import dtypes
 from ncjax import fused, solver
-from ncjax._validate import InputError
+from ncjax.validate import InputError
 
 B, K, d, m = 5, 4, 16, 8
 
@@ -33,7 +34,7 @@ def test_fused_loop_is_the_solvers_adam_loop():
     kw = dict(d=d, m=m, optimizer="adam", memory_size=1, dtype="float64")
     # 8 rows a block, 2 blocks a program: each configuration's sums come from 2 programs
     settings = fused.Settings(rows=8, per=2, interpret=True)
-    with solver._x64(True):
+    with dtypes.x64(True):
         args = _args(300)
         want = jax.jit(lambda *a: solver._optimise(*a, **kw))(*args)
         got = jax.jit(lambda *a: solver._optimise(*a, **kw, kernel=settings))(*args)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ncjax import analysis, sweep
-from ncjax.cli import GAP_TOL, main
-from ncjax.metrics import COLLAPSE_TOL, ZERO_ATOL
+from ncjax.cli import main
+from ncjax.tolerances import COLLAPSE_TOL, GAP_TOL, ZERO_ATOL
 
 # Two clusters written as steps: 5 classes of 500 and 5 of 100, N = 3000. Proved
 # (DESIGN.md §1): the minority collapses iff λ ≥ sqrt(100)/N = 1/300, and, the largest

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ncjax import lbfgs
-from ncjax.solver import _x64
+from ncjax.dtypes import x64
 
 
 def _dense_inverse_hessian(S, Y, gamma):
@@ -38,7 +38,7 @@ def test_direction_is_the_bfgs_inverse_hessian_times_the_gradient(pairs):
     expected = -_dense_inverse_hessian(S, Y, gamma) @ g
     # the memory: empty slots first (zero rows, s·y = 0), the newest pair last
     pad = np.zeros((M - pairs, n))
-    with _x64(True):
+    with x64(True):
         p = lbfgs.direction(jnp.asarray(g), jnp.asarray(np.concatenate([pad, S])),
                             jnp.asarray(np.concatenate([pad, Y])),
                             jnp.asarray(np.concatenate([np.zeros(M - pairs),
@@ -69,7 +69,7 @@ def test_quadratic_reaches_its_minimiser_with_sufficient_decrease_at_every_move(
     Q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
     A = Q @ np.diag(np.geomspace(1, 100, 8)) @ Q.T
     c = rng.normal(size=8)
-    with _x64(True):
+    with x64(True):
         def F(x):
             v = jnp.concatenate([x["a"], x["b"]])
             return 0.5 * v @ jnp.asarray(A) @ v - jnp.asarray(c) @ v
@@ -100,7 +100,7 @@ def test_a_non_finite_trial_is_never_accepted_and_the_search_backs_off():
     first trial has length 1 (t = 1/‖∇F‖), beyond the wall, so the next is t/10 from the
     same x; the solve still ends at x*."""
     x_star = np.array([0.6, -0.6])  # ‖x*‖ = 0.85
-    with _x64(True):
+    with x64(True):
         def F(x):
             inside = jnp.sum(x**2) < 0.9
             return jnp.where(inside, 10 * jnp.sum((x - x_star) ** 2), jnp.inf)
@@ -123,7 +123,7 @@ def test_a_search_that_cannot_succeed_restarts_along_minus_the_gradient():
     S = rng.normal(size=(3, 4))
     Y = S * rng.uniform(1, 2, size=(1, 4))  # y = D s, D diagonal positive: s·y > 0
     x0 = np.array([0.3, -0.1, 0.2, 0.25])
-    with _x64(True):
+    with x64(True):
         def value_and_grad(x):
             return 0.5 * jnp.sum(x**2), -x
 

@@ -12,7 +12,7 @@ from ncjax import analysis, metrics, report, sweep
 from ncjax.cli import main
 from tests.conftest import run_spec
 from ncjax.metrics import COLLAPSE_TOL
-from ncjax.solver import _x64
+from ncjax.dtypes import x64
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -335,7 +335,7 @@ def test_float32_rounding_near_zero_counts_as_zero():
     compute = jax.jit(metrics.compute)
 
     def measure(Z, dtype):
-        with _x64(dtype == np.float64):
+        with x64(dtype == np.float64):
             out = compute(np.eye(10, dtype=dtype), Z.T[:, None, :].astype(dtype),
                           b0.astype(dtype), n.astype(dtype), dtype(lam), dtype(0))
             return bool(out["zero_solution"]), bool(out["minority_collapsed"])

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ncjax import dtypes
 from ncjax import solver
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
@@ -57,7 +58,7 @@ def _value_and_gnorm(x, n_k, lam_W, lam_H, lam_b):
 
 def test_factored_step_is_adam_with_exact_F_and_gradient_norm():
     K, d, m = 4, 16, 8
-    with solver._x64(True):
+    with dtypes.x64(True):
         x0, n_k, lam_W, lam_H, lam_b, lr = _problem(K, d, m, 3)
         fac = jax.jit(jax.vmap(step_probe._factors))
         rest = jax.jit(jax.vmap(step_probe._adam_from_factors,

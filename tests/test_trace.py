@@ -8,7 +8,8 @@ import pytest
 
 import ncjax
 from ncjax import trace as tr
-from ncjax.solver import _x64, from_natural, init_natural
+from ncjax.dtypes import x64
+from ncjax.solver import from_natural, init_natural
 
 COUNTS = np.array([60.0, 60.0, 12.0, 12.0])  # K = 4, two clusters
 N = COUNTS.sum()
@@ -55,7 +56,7 @@ def test_lbfgs_trace_ends_where_the_solver_stops():
     assert t.nc1[-1] == pytest.approx(_nc1(np.asarray(r.H, float), COUNTS), rel=1e-6)
     assert t.nc1[0] > 100 * t.nc1[-1]  # NC1 emerges along the path
     # the start: F of the solver's random start, evaluated here with numpy
-    with _x64(True):
+    with x64(True):
         key = jax.random.fold_in(jax.random.key(np.uint32(seed)), np.uint32(key_index))
         x0 = init_natural(key, COUNTS, d=4, m=m, dtype=np.float64)
         W, H, b = (np.asarray(a) for a in from_natural(x0, COUNTS, LAM_W, LAM_H))

@@ -1,0 +1,20 @@
+"""The tolerances with which ncjax decides what it measured, one copy each.
+
+ZERO_ATOL     Z counts as zero (everything collapsed) when max_k ‖z_k‖ is at most this
+              (logit units), or when the solution's convex objective cannot be told from
+              the zero point's at the dtype's rounding (``metrics.is_zero``).
+COLLAPSE_TOL  a group counts as collapsed when its relative spread of Z (the largest
+              distance between two of its z_k over max_k ‖z_k‖) is at most this. The
+              spread grows about linearly below a group's threshold, so this places a
+              measured boundary within ~0.1% of the true one while staying 10-100× above
+              what float32 solves leave in collapsed cells (benchmarks/RESULTS.md).
+GAP_TOL       a cell enters a threshold study only if certified to this absolute duality
+              gap F − F* (every objective there is O(1)).
+FAR           a cell is scored against a predicted boundary λ* only when |λ/λ* − 1| > FAR;
+              nearer, the decision is left unscored.
+"""
+
+ZERO_ATOL = 1e-5
+COLLAPSE_TOL = 1e-2
+GAP_TOL = 1e-8
+FAR = 0.02
