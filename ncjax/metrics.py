@@ -11,7 +11,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ncjax import convex, model
+from ncjax import dual, model
+from ncjax.problem import Problem
 from ncjax.tolerances import COLLAPSE_TOL, ZERO_ATOL
 
 
@@ -71,20 +72,19 @@ def group_spread(X, n_k):
     return jnp.max(jnp.where(same, row_max[None, :], 0.0), axis=1)
 
 
-def zero_point_objective(n_k, lam_b, steps: int = 10):
+def zero_point_objective(problem: Problem, steps: int = 10):
     """min_b P(0, b): the convex objective of the zero solution Z = 0 at its best bias.
 
-    P(0, b) = Σ_k π_k CE(b, k) + (λ_b/2)‖b‖² = logsumexp(b) − ⟨π, b⟩ + (λ_b/2)‖b‖²,
-    π = n_k/N. For λ_b = 0 the minimiser is b_0 = log π (+ any constant) and the value
-    the entropy Ent(π) = −Σ_k π_k log π_k; for λ_b > 0, ``steps`` damped Newton steps
-    from log π (``convex.refine_bias``). n_k (K,), λ_b scalar → scalar.
+    P(0, b) = Σ_k π_k ℓ(b, k) + (λ_b/2)‖b‖², from the loss's ``bias_start`` (for CE log π,
+    the exact minimiser when λ_b = 0, with value Ent(π)) by ``steps`` damped Newton steps
+    (``dual.refine_bias``); without a bias P(0, 0) = Σ_k π_k ℓ(0, k). A scalar.
     """
+    n_k = problem.counts
     K = n_k.shape[0]
-    pi = n_k / jnp.sum(n_k)
-    b0 = jnp.log(pi)
-    b0 = convex.refine_bias(jnp.zeros((K, K), b0.dtype), b0 - jnp.mean(b0), n_k, lam_b, steps)
-    ce = jax.nn.logsumexp(b0) - b0
-    return jnp.sum(pi * ce) + 0.5 * lam_b * jnp.sum(b0**2)
+    Z0 = jnp.zeros((K, K), n_k.dtype)
+    b0 = problem.loss.bias_start(n_k / jnp.sum(n_k)).astype(n_k.dtype)
+    b0 = dual.refine_bias(Z0, b0, problem, steps)
+    return model.convex_loss(Z0, b0, problem) + model.bias_penalty(b0, problem)
 
 
 def is_zero(Z, P, P0, *, zero_atol=ZERO_ATOL):
@@ -120,33 +120,46 @@ def _relative(x, scale, zero):
     return jnp.where(zero, x, x / jnp.where(scale > 0, scale, 1.0))
 
 
-def compute(W, H, b, n_k, lam, lam_b, *, zero_atol=ZERO_ATOL, collapse_tol=COLLAPSE_TOL):
-    """All metrics of one solution, a dict of arrays (names → shapes):
+def vanished(norms, zero):
+    """Per vector, whether it is zero to the dtype's rounding: ‖x_k‖ ≤ sqrt(eps)·max_j ‖x_j‖,
+    or every vector where the solution is the zero solution. Such a vector has no direction:
+    its cosines are NaN, never the rounding noise they would measure. norms (K,) → (K,)."""
+    eps = jnp.finfo(norms.dtype).eps
+    return zero | (norms <= jnp.sqrt(eps) * jnp.max(norms))
+
+
+def compute(W, H, b, problem: Problem, *, zero_atol=ZERO_ATOL, collapse_tol=COLLAPSE_TOL):
+    """All metrics of one solution of ``problem``, a dict of arrays (names → shapes):
 
     nc1 (): see ``nc1``.
     within_spread (): max_{k,i} ‖h_{k,i} − h̄_k‖ / max_k ‖h̄_k‖ (absolute if Z = 0).
-    cos_Z, cos_H, cos_W (K, K): cosine matrices of z_k, h̄_k, w_k (uncentred).
+    cos_Z, cos_H, cos_W (K, K): cosine matrices of z_k, h̄_k, w_k (uncentred); NaN in the
+      rows and columns of vectors that vanished (``vanished``).
     cos_{Z,H,W}_AA, _BB, _AB (): mean cosine over pairs j ≠ k within A, within B, and
-      across A–B (NaN where there is no such pair).
+      across A–B (NaN where there is no such pair, or a vector of a pair vanished).
     cos_{Z,H,W}_group (K,): per class, mean cosine to the other classes of its group.
     spread_{Z,H,W}_group (K,): per class, the largest distance between two vectors of its
       group over the largest vector norm (absolute if Z = 0).
     minority_spread_{Z,H,W} (): spread of group B (DESIGN.md §2).
     minority_collapsed (): minority_spread_Z ≤ collapse_tol with ≥ 2 minority classes.
+    minority_vanished (): every z_k of group B vanished (its mean logits are 0 to the
+      dtype's rounding; also where Z = 0).
     group_collapsed (K,): spread_Z_group ≤ collapse_tol with ≥ 2 classes in the group.
+    group_vanished (K,): every z_j of the class's group vanished.
     zero_solution (): Z counts as 0 (``is_zero``: max_k ‖z_k‖ ≤ zero_atol, or P(Z, b) equal
       to min_b P(0, b) up to the dtype's rounding).
     norm_W, norm_H, norm_Z, norm_b (): Frobenius norms (norm_H of the class means).
     norm_z, norm_h, norm_w (K,): per-class norms.
-    convex_objective (): P(Z, b) of the convex form, λ = sqrt(λ_W λ_H) passed as ``lam``.
+    convex_objective (): P(Z, b) of the convex form.
     """
+    n_k = problem.counts
     K = W.shape[0]
     Hbar = model.class_means(H)
     Z = W @ Hbar.T
     vecs = {"Z": Z.T, "H": Hbar, "W": W}  # rows are z_k, h̄_k, w_k
     norms = {key: jnp.linalg.norm(v, axis=1) for key, v in vecs.items()}
-    P = model.convex_objective(Z, b, n_k, lam, lam_b)
-    zero = is_zero(Z, P, zero_point_objective(n_k, lam_b), zero_atol=zero_atol)
+    P = model.convex_objective(Z, b, problem)
+    zero = is_zero(Z, P, zero_point_objective(problem), zero_atol=zero_atol)
 
     same = n_k[:, None] == n_k[None, :]
     off = ~jnp.eye(K, dtype=bool)
@@ -159,7 +172,8 @@ def compute(W, H, b, n_k, lam, lam_b, *, zero_atol=ZERO_ATOL, collapse_tol=COLLA
     }
     out = {}
     for key, v in vecs.items():
-        C = cosine_matrix(v)
+        gone = vanished(norms[key], zero)
+        C = jnp.where(gone[:, None] | gone[None, :], jnp.nan, cosine_matrix(v))
         out[f"cos_{key}"] = C
         for pair, mask in pair_masks.items():
             out[f"cos_{key}_{pair}"] = _masked_mean(C, mask)
@@ -170,6 +184,9 @@ def compute(W, H, b, n_k, lam, lam_b, *, zero_atol=ZERO_ATOL, collapse_tol=COLLA
         spread = _relative(group_spread(v, n_k), jnp.max(norms[key]), zero)
         out[f"spread_{key}_group"] = spread
         out[f"minority_spread_{key}"] = jnp.max(jnp.where(in_B, spread, 0.0))
+        if key == "Z":
+            out["group_vanished"] = jnp.all(jnp.where(same, gone[None, :], True), axis=1)
+            out["minority_vanished"] = jnp.all(jnp.where(in_B, gone, True))
 
     n_B = jnp.sum(in_B)
     out["minority_collapsed"] = (n_B >= 2) & (out["minority_spread_Z"] <= collapse_tol)

@@ -1,12 +1,15 @@
-"""The Unconstrained Feature Model under cross-entropy: pure objectives.
+"""The Unconstrained Feature Model: pure objectives of one ``ncjax.problem.Problem``.
 
-Everything here is in the *half* convention of DESIGN.md §1,
+Everything here is in the *half* convention of DESIGN.md §1, with the problem's loss ℓ
+and bias mode,
 
-    F(W, H, b) = (1/N) Σ_k (n_k/m) Σ_{i<m} CE(W h_{k,i} + b, k)
+    F(W, H, b) = (1/N) Σ_k (n_k/m) Σ_{i<m} ℓ(W h_{k,i} + b, k)
                  + (λ_W/2)‖W‖²_F + (λ_H/2) Σ_k (n_k/m) Σ_i ‖h_{k,i}‖² + (λ_b/2)‖b‖²,
 
 with K classes, class counts n_k > 0 (any positive reals), N = Σ_k n_k and m free
-features per class, each carrying weight n_k/m (m = n_k is the full UFM). Shapes:
+features per class, each carrying weight n_k/m (m = n_k is the full UFM). Without a bias
+(``problem.bias`` False) b is absent: the logits are W h and the b of ``Params`` is
+ignored (it stays 0). Shapes:
 
     W: (K, d)    H: (K, m, d)    b: (K,)    n_k: (K,)
 
@@ -20,6 +23,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from ncjax.problem import Problem
+
 
 class Params(NamedTuple):
     """UFM variables: classifier ``W`` (K, d), features ``H`` (K, m, d), bias ``b`` (K,)."""
@@ -29,20 +34,9 @@ class Params(NamedTuple):
     b: jax.Array
 
 
-def cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
-    """CE(u, k) = logsumexp(u) − u_k over the last axis, computed stably.
-
-    Args:
-      logits: (..., K).
-      label: integer array broadcastable to ``logits.shape[:-1]``.
-    Returns:
-      (...,) cross-entropy values.
-    """
-    # u_k picked by a mask, not a gather: its gradient is then a select that fuses with
-    # the softmax's, where a gather's is a scatter-add (one more pass on a GPU)
-    hot = jnp.asarray(label)[..., None] == jnp.arange(logits.shape[-1])
-    true = jnp.sum(jnp.where(hot, logits, 0.0), axis=-1)
-    return jax.nn.logsumexp(logits, axis=-1) - true
+def bias_of(b: jax.Array, problem: Problem) -> jax.Array:
+    """The bias the logits see: b, or 0 for a problem without a bias."""
+    return b if problem.bias else jnp.zeros_like(b)
 
 
 def class_means(H: jax.Array) -> jax.Array:
@@ -59,32 +53,28 @@ def mean_logits(W: jax.Array, H: jax.Array) -> jax.Array:
     return W @ class_means(H).T
 
 
-def data_loss(logits: jax.Array, n_k: jax.Array) -> jax.Array:
-    """The cross-entropy term of F, (1/N) Σ_k (n_k/m) Σ_{i<m} CE(logits[k, i], k), from the
-    logits (K, m, K) of the m free features of each class; a scalar."""
+def data_loss(logits: jax.Array, problem: Problem) -> jax.Array:
+    """The loss term of F, (1/N) Σ_k (n_k/m) Σ_{i<m} ℓ(logits[k, i], k), from the logits
+    (K, m, K) of the m free features of each class; a scalar."""
     K, m, _ = logits.shape
-    ce = cross_entropy(logits, jnp.arange(K)[:, None])  # (K, m)
-    return jnp.sum((n_k / m) * jnp.sum(ce, axis=1)) / jnp.sum(n_k)
+    n_k = problem.counts
+    per = problem.loss.value(logits, jnp.arange(K)[:, None])  # (K, m)
+    return jnp.sum((n_k / m) * jnp.sum(per, axis=1)) / jnp.sum(n_k)
 
 
-def ufm_objective(
-    params: Params,
-    n_k: jax.Array,
-    lam_W: jax.Array,
-    lam_H: jax.Array,
-    lam_b: jax.Array,
-) -> jax.Array:
+def bias_penalty(b: jax.Array, problem: Problem) -> jax.Array:
+    """(λ_b/2)‖b‖², 0 without a bias."""
+    return 0.5 * problem.lam_b * jnp.sum(b**2) if problem.bias else jnp.zeros((), b.dtype)
+
+
+def ufm_objective(params: Params, problem: Problem) -> jax.Array:
     """F(W, H, b) of the module docstring (half convention); a scalar."""
     W, H, b = params
-    w_k = n_k / H.shape[1]  # weight of each free feature of class k
-    logits = jnp.einsum("kid,cd->kic", H, W) + b  # (K, m, K): logits of feature (k, i)
-    loss = data_loss(logits, n_k)
-    reg = (
-        0.5 * lam_W * jnp.sum(W**2)
-        + 0.5 * lam_H * jnp.sum(w_k * jnp.sum(H**2, axis=(1, 2)))
-        + 0.5 * lam_b * jnp.sum(b**2)
-    )
-    return loss + reg
+    w_k = problem.counts / H.shape[1]  # weight of each free feature of class k
+    logits = jnp.einsum("kid,cd->kic", H, W) + bias_of(b, problem)  # (K, m, K)
+    reg = (0.5 * problem.lam_W * jnp.sum(W**2)
+           + 0.5 * problem.lam_H * jnp.sum(w_k * jnp.sum(H**2, axis=(1, 2))))
+    return data_loss(logits, problem) + reg + bias_penalty(b, problem)
 
 
 def nuclear_norm(A: jax.Array) -> jax.Array:
@@ -92,17 +82,21 @@ def nuclear_norm(A: jax.Array) -> jax.Array:
     return jnp.sum(jnp.linalg.svd(A, compute_uv=False), axis=-1)
 
 
-def convex_objective(
-    Z: jax.Array, b: jax.Array, n_k: jax.Array, lam: jax.Array, lam_b: jax.Array
-) -> jax.Array:
+def convex_loss(Z: jax.Array, b: jax.Array, problem: Problem) -> jax.Array:
+    """Σ_k π_k ℓ(z_k + b, k) (b ignored without a bias): Z (K, K) column k = z_k."""
+    K = Z.shape[0]
+    per = problem.loss.value(Z.T + bias_of(b, problem), jnp.arange(K))  # row k of Zᵀ is z_k
+    return jnp.sum(problem.counts * per) / jnp.sum(problem.counts)
+
+
+def convex_objective(Z: jax.Array, b: jax.Array, problem: Problem) -> jax.Array:
     """The convex form P(Z, b) of DESIGN.md §1 (half convention):
 
-        P(Z, b) = (1/N) Σ_k n_k CE(z_k + b, k) + λ ‖Z D^{1/2}‖_* + (λ_b/2)‖b‖²,
+        P(Z, b) = Σ_k π_k ℓ(z_k + b, k) + λ ‖Z D^{1/2}‖_* + (λ_b/2)‖b‖²,
 
-    with D = diag(n_k), λ = sqrt(λ_W λ_H), Z (K, K) whose column k is z_k.
-    min P = min F for d ≥ K − 1, and P(W H̄ᵀ, b) ≤ F(W, H, b) for every (W, H, b).
+    with D = diag(n_k), λ = sqrt(λ_W λ_H), Z (K, K) whose column k is z_k (no b terms
+    without a bias). min P = min F for d ≥ K − 1 and a loss convex in the logits, and
+    P(W H̄ᵀ, b) ≤ F(W, H, b) for every (W, H, b).
     """
-    K = Z.shape[0]
-    ce = cross_entropy(Z.T + b, jnp.arange(K))  # row k of Z.T is z_k
-    loss = jnp.sum(n_k * ce) / jnp.sum(n_k)
-    return loss + lam * nuclear_norm(Z * jnp.sqrt(n_k)[None, :]) + 0.5 * lam_b * jnp.sum(b**2)
+    Y = Z * jnp.sqrt(problem.counts)[None, :]
+    return convex_loss(Z, b, problem) + problem.lam * nuclear_norm(Y) + bias_penalty(b, problem)

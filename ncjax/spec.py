@@ -10,7 +10,9 @@ A spec has four tables (every key optional unless said)::
                 (λ = c/N); with lam or c, λ_H = λ²/λ_W and lam_W defaults to λ. lam_b
                 (default 0). convention = "half" | "paper" applies to lam_W, lam_H, lam_b;
                 lam and c are always the convex form's λ (the authors' l).
-                d (default K), m (default 1), loss = "ce"
+                d (default K), m (default 1), loss (a name of ``losses.LOSSES``,
+                default "ce"), bias = true | false (default true: the model W h + b;
+                false: W h without a bias)
     [axes]      NAME = [v, …] | {lin = [lo, hi, num]} | {log = [lo, hi, num]}, NAME in AXES;
                 an axis overrides the [problem] key of the same name; the grid is the
                 Cartesian product in file order (the last axis varies fastest)
@@ -35,7 +37,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ncjax import profiles, theory
+from ncjax import losses, profiles
+from ncjax.dtypes import DTYPES
+from ncjax.optimizers import OPTIMIZERS
+from ncjax.problem import CONVENTIONS, to_half
+from ncjax.solver import METHODS
 from ncjax.validate import InputError
 
 AXES = ("ratio", "n_A", "n_B", "n", "K_A", "K_B", "K", "lam", "lam_W", "lam_H", "lam_b", "c",
@@ -51,7 +57,7 @@ PROFILE_KEYS = {
 }
 REG_KEYS = {"lam_W", "lam_H", "lam", "c", "lam_b"}
 TABLES = {
-    "problem": {"profile", "d", "m", "loss", "convention", "groups", "counts"} | REG_KEYS
+    "problem": {"profile", "d", "m", "loss", "bias", "convention", "groups", "counts"} | REG_KEYS
                | set().union(*PROFILE_KEYS.values()),
     "axes": set(AXES),
     "solver": {"method", "optimizer", "gtol", "ftol", "max_steps", "dtype", "learning_rate",
@@ -218,15 +224,19 @@ def _check_problem(path, problem, axes):
         raise _err(path, "[problem]", "a regularisation: lam_W and lam_H, or lam, or c")
     if ("lam" in have or "c" in have) and "lam_H" in have:
         raise _err(path, "lam_H", "no lam_H when lam or c sets λ (λ_H = λ²/λ_W)")
-    if problem.get("loss", "ce") != "ce":
-        raise _err(path, "[problem].loss", "'ce' (cross-entropy)", problem["loss"])
-    if problem.get("convention", "half") not in theory.CONVENTIONS:
-        raise _err(path, "[problem].convention", f"one of {theory.CONVENTIONS}",
+    if problem.get("loss", "ce") not in losses.LOSSES:
+        raise _err(path, "[problem].loss", f"one of {sorted(losses.LOSSES)}", problem["loss"])
+    if problem.get("convention", "half") not in CONVENTIONS:
+        raise _err(path, "[problem].convention", f"one of {CONVENTIONS}",
                    problem["convention"])
 
 
 def _check_types(path, table, name, v):
     key = f"[{table}].{name}"
+    if name == "bias":
+        if not isinstance(v, bool):
+            raise _err(path, key, "true or false", v)
+        return v
     if name in ("profile", "loss", "convention", "optimizer", "dtype", "method"):
         if not isinstance(v, str):
             raise _err(path, key, "a string", v)
@@ -267,12 +277,11 @@ def loads(text: str, path: str = "<spec>") -> Spec:
             raise _err(path, f"[solver].{name}", f">= {v}", solver[name])
     if "chunk_size" in run and run["chunk_size"] < 1:
         raise _err(path, "[run].chunk_size", "an integer >= 1", run["chunk_size"])
-    if solver.get("dtype", "float32") not in ("float32", "float64"):
-        raise _err(path, "[solver].dtype", "'float32' or 'float64'", solver["dtype"])
-    if solver.get("optimizer", "lbfgs") not in ("lbfgs", "adam", "gd"):
-        raise _err(path, "[solver].optimizer", "'lbfgs', 'adam' or 'gd'", solver["optimizer"])
-    if solver.get("method", "ufm") not in ("ufm", "convex"):
-        raise _err(path, "[solver].method", "'ufm' or 'convex'", solver["method"])
+    for name, allowed, default in (("dtype", DTYPES, "float32"),
+                                   ("optimizer", OPTIMIZERS, "lbfgs"),
+                                   ("method", METHODS, "ufm")):
+        if solver.get(name, default) not in allowed:
+            raise _err(path, f"[solver].{name}", f"one of {list(allowed)}", solver[name])
     for name in ("gtol", "ftol", "gap_tol", "learning_rate"):
         if name in solver and solver[name] <= 0 and name != "ftol":
             raise _err(path, f"[solver].{name}", "a number > 0", solver[name])
@@ -316,11 +325,11 @@ def _settings(spec: Spec, point: dict) -> dict[str, Any]:
     conv = spec.problem.get("convention", "half")
     lam_b = s.get("lam_b", 0.0)
     if "lam_W" in s and "lam_H" in s:
-        lam_W, lam_H, lam_b = theory.to_half(s["lam_W"], s["lam_H"], lam_b, conv)
+        lam_W, lam_H, lam_b = to_half(s["lam_W"], s["lam_H"], lam_b, conv)
     else:
         lam = s["lam"] if "lam" in s else s["c"] / n.sum()
-        lam_W = theory.to_half(s["lam_W"], 0, 0, conv)[0] if "lam_W" in s else lam
-        lam_b = theory.to_half(0, 0, lam_b, conv)[2]
+        lam_W = to_half(s["lam_W"], 0, 0, conv)[0] if "lam_W" in s else lam
+        lam_b = to_half(0, 0, lam_b, conv)[2]
         lam_H = lam**2 / lam_W if lam_W > 0 else 0.0
     for k, v in (("lam_W", lam_W), ("lam_H", lam_H), ("lam_b", lam_b)):
         if v < 0 or (k != "lam_b" and v == 0):

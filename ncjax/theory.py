@@ -3,42 +3,23 @@
 Nothing here is used to *produce* a solution: the engine measures, and these functions
 are put beside the measurement. All λ are in the half convention unless stated.
 
-Conventions. ncjax writes (λ_W/2)‖W‖² + (λ_H/2)‖H‖² + (λ_b/2)‖b‖²; the authors' code
-writes λ‖·‖² without the 1/2, so λ_half = 2 λ_paper for each of λ_W, λ_H, λ_b, and the
-convex form's λ = sqrt(λ_W λ_H) (half) = 2 sqrt(λ_W λ_H) (paper).
+Conventions: ``ncjax.problem.to_half`` (the authors' λ is half of ours).
+
+The bias. The thresholds sqrt(n_g)/N are proved (two clusters, and the largest count) for
+the model with a bias, for every λ_b ≥ 0. Without a bias they are the λ_b → ∞ limit of
+that statement: collapse at λ ≥ λ* carries over by continuity, its converse is a
+conjecture, measured. ``zero_threshold`` is exact in every mode: Z = 0 is optimal iff
+λ ≥ ‖G(V₀)‖_op, V₀ the dual point of (0, b₀), b₀ = argmin_b P(0, b) (the optimality
+condition of the convex form at Z = 0, DESIGN.md §1).
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 
-from ncjax.validate import InputError
-
-CONVENTIONS = ("half", "paper")
-
-
-def to_half(lam_W, lam_H, lam_b, convention: str = "half"):
-    """Convert (λ_W, λ_H, λ_b) from ``convention`` to the half convention."""
-    if convention == "half":
-        return lam_W, lam_H, lam_b
-    if convention == "paper":
-        return 2 * lam_W, 2 * lam_H, 2 * lam_b
-    raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-
-
-def from_half(lam_W, lam_H, lam_b, convention: str = "half"):
-    """Convert (λ_W, λ_H, λ_b) from the half convention to ``convention``."""
-    if convention == "half":
-        return lam_W, lam_H, lam_b
-    if convention == "paper":
-        return lam_W / 2, lam_H / 2, lam_b / 2
-    raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-
-
-def effective_lam(lam_W, lam_H):
-    """λ = sqrt(λ_W λ_H), the weight of the nuclear norm in the convex form (half)."""
-    return jnp.sqrt(lam_W * lam_H)
-
+from ncjax import dual
+from ncjax.problem import CONVENTIONS, Problem, from_half, to_half  # noqa: F401 - re-exported
 
 def lam_from_c(c, n_k):
     """Per-sample scaling λ = c / N, N = Σ_k n_k (n_k: (..., K))."""
@@ -83,21 +64,40 @@ def lam_star(n_k):
     return jnp.min(jnp.where(is_min, group_threshold(n_k), jnp.inf))
 
 
-def predict(n_k, lam):
-    """The theory's predictions for one configuration (n_k (K,), λ scalar), a dict:
+def zero_threshold(problem: Problem):
+    """‖G(V₀)‖_op with v_k = ∇ℓ(b₀, k), b₀ = argmin_b P(0, b) (0 without a bias): Z = 0 is
+    the optimum iff λ ≥ this. For CE with a free bias V₀ = [π − e_k]_k, and when the
+    largest count is shared this is sqrt(n_max)/N. One problem → scalar."""
+    K = problem.counts.shape[0]
+    Z0 = jnp.zeros((K, K), problem.counts.dtype)
+    b0 = problem.loss.bias_start(problem.counts / jnp.sum(problem.counts)).astype(Z0.dtype)
+    b0 = dual.refine_bias(Z0, b0, problem, 10)
+    V0 = jax.vmap(problem.loss.grad, in_axes=(None, 0), out_axes=-1)(
+        b0, jnp.arange(K))
+    return jnp.linalg.svd(dual.dual_G(V0, problem), compute_uv=False)[0]
 
-    lam_star: minority threshold sqrt(n_min)/N (inf if one minority class);
-    c: λN; c_star: sqrt(n_min);
+
+def predict(problem: Problem):
+    """The theory's predictions for one problem (counts (K,), scalar λ's), a dict:
+
+    lam: λ = sqrt(λ_W λ_H); c: λN; lam_star: minority threshold sqrt(n_min)/N (inf if one
+    minority class); c_star: sqrt(n_min);
     minority_collapse: λ ≥ λ*;
     group_threshold (K,): sqrt(n_g)/N per class (inf for singletons);
     group_collapse (K,): λ ≥ group_threshold;
-    total_collapse: the largest count is shared and λ ≥ sqrt(n_max)/N (then Z = 0);
+    zero_threshold: the exact Z = 0 threshold (``zero_threshold``);
+    total_collapse: with a bias, the largest count is shared and λ ≥ sqrt(n_max)/N (the
+      proved statement); without one, λ ≥ zero_threshold;
     etf_cosine: −1/(K−1).
     """
+    n_k = problem.counts
+    lam = problem.lam
     K = n_k.shape[-1]
     thr = group_threshold(n_k)
     ls = lam_star(n_k)
     is_max = n_k == jnp.max(n_k)
+    zthr = zero_threshold(problem)
+    total = jnp.any(is_max & (lam >= thr)) if problem.bias else lam >= zthr
     return {
         "lam": lam,
         "c": c_from_lam(lam, n_k),
@@ -106,6 +106,7 @@ def predict(n_k, lam):
         "minority_collapse": lam >= ls,
         "group_threshold": thr,
         "group_collapse": lam >= thr,
-        "total_collapse": jnp.any(is_max & (lam >= thr)),
+        "zero_threshold": zthr,
+        "total_collapse": total,
         "etf_cosine": jnp.asarray(etf_cosine(K), dtype=jnp.result_type(lam)),
     }

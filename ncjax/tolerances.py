@@ -10,6 +10,12 @@ COLLAPSE_TOL  a group counts as collapsed when its relative spread of Z (the lar
               what float32 solves leave in collapsed cells (benchmarks/RESULTS.md).
 GAP_TOL       a cell enters a threshold study only if certified to this absolute duality
               gap F − F* (every objective there is O(1)).
+GAP_RTOL      per solve dtype, the default certificate tolerance of ``ncjax.solve``: a
+              configuration is "converged" only where its float64 duality gap is at most
+              GAP_RTOL·F (relative to F itself, never to max(1, |F|), which is absolute
+              for small F). The certificate is linear in the distance to the
+              optimum: float32 points reach ~1e-5 by their rounding alone, float64
+              factored solves stopped by their gradient test ~1e-7.
 FAR           a cell is scored against a predicted boundary λ* only when |λ/λ* − 1| > FAR;
               nearer, the decision is left unscored.
 """
@@ -18,3 +24,4 @@ ZERO_ATOL = 1e-5
 COLLAPSE_TOL = 1e-2
 GAP_TOL = 1e-8
 FAR = 0.02
+GAP_RTOL = {"float32": 1e-4, "float64": 1e-6}

@@ -1,8 +1,8 @@
 """Per-step traces of one solve: the objective and the collapse metrics along the way.
 
 The solver (``ncjax.solver``) keeps only the end of each run. ``trace`` solves ONE
-configuration again with the solver's own loop (``solver._loop``: the same random start,
-the same optimiser steps on F = ``model.ufm_objective`` ∘ ``solver.from_natural``), for a
+configuration again with the solver's own loop (``loop.iteration``: the same random start,
+the same optimiser steps on F = ``model.ufm_objective`` ∘ ``natural.to_params``), for a
 fixed number of steps under ``lax.scan``, recording at the start and after every step:
 
     objective   F(W, H, b)                                   (half convention)
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ncjax import dtypes
-from ncjax import metrics, model
-from ncjax import solver as _solver
+from ncjax import dtypes, loop, metrics, model, natural, solver
+from ncjax.problem import Problem
 from ncjax.validate import InputError
 
 
@@ -42,9 +42,10 @@ class Trace(NamedTuple):
     minority_spread_Z: np.ndarray
 
 
-def _record(x, value, gnorm, n_k, lam_W, lam_H):
+def _record(x, value, gnorm, problem: Problem):
     """(F, ‖∇F‖, NC1 or NaN for m = 1, minority spread of Z) at the natural point x."""
-    W, H, _ = _solver.from_natural(x, n_k, lam_W, lam_H)
+    n_k = problem.counts
+    W, H, _ = natural.to_params(x, problem)
     Z = model.mean_logits(W, H)
     zk = Z.T  # rows z_k
     in_B = n_k == jnp.min(n_k)
@@ -56,18 +57,16 @@ def _record(x, value, gnorm, n_k, lam_W, lam_H):
 
 @functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "memory_size", "dtype",
                                              "steps"))
-def _trace_one(seed, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, *, d, m, optimizer,
-               memory_size, dtype, steps):
-    """The compiled trace: the solver's own loop (``solver._loop``: its start
-    ``solver.start_key(seed, key_index)`` and its body) for ``steps`` steps under
-    ``lax.scan``, gtol = ftol = 0 so that no step stops it. Returns four (steps + 1,)
-    arrays."""
+def _trace_one(seed, key_index, problem, learning_rate, *, d, m, optimizer, memory_size,
+               dtype, steps):
+    """The compiled trace: the solver's own loop (``loop.iteration`` from
+    ``natural.start_key(seed, key_index)``) for ``steps`` steps under ``lax.scan``,
+    gtol = ftol = 0 so that no step stops it. Returns four (steps + 1,) arrays."""
     zero = jnp.zeros((), jnp.dtype(dtype))
-    carry, body = _solver._loop(
-        _solver.start_key(seed, key_index), n_k, lam_W, lam_H, lam_b, learning_rate, zero,
-        zero, d=d, m=m, optimizer=optimizer, max_steps=steps, memory_size=memory_size,
-        dtype=jnp.dtype(dtype))
-    record = lambda c: _record(c.x, c.value, c.gnorm, n_k, lam_W, lam_H)
+    s = loop.Settings(d, m, optimizer, steps, memory_size, jnp.dtype(dtype))
+    carry, body = loop.iteration(natural.start_key(seed, key_index), problem, learning_rate,
+                                 zero, zero, s)
+    record = lambda c: _record(c.x, c.value, c.gnorm, problem)
 
     def step(c, _):
         c = body(c)
@@ -77,10 +76,10 @@ def _trace_one(seed, key_index, n_k, lam_W, lam_H, lam_b, learning_rate, *, d, m
     return tuple(jnp.concatenate([a[None], r]) for a, r in zip(record(carry), rec))
 
 
-def trace(counts, lam_W, lam_H, lam_b=0.0, *, steps: int, d: int | None = None, m: int = 1,
-          seed: int = 0, key_index: int = 0, convention: str = "half",
-          optimizer: str = "lbfgs", learning_rate=None, memory_size: int = 10,
-          dtype: str = "float32") -> Trace:
+def trace(counts, lam_W, lam_H, lam_b=0.0, *, steps: int, loss=None, bias: bool = True,
+          d: int | None = None, m: int = 1, seed: int = 0, key_index: int = 0,
+          convention: str = "half", optimizer="lbfgs", learning_rate=None,
+          memory_size: int = 10, dtype: str = "float32") -> Trace:
     """Solve one configuration for exactly ``steps`` optimiser steps and record F, ‖∇F‖,
     NC1 and the minority spread of Z at the start and after every step.
 
@@ -88,19 +87,18 @@ def trace(counts, lam_W, lam_H, lam_b=0.0, *, steps: int, d: int | None = None, 
     scalar λ's; ``seed`` and ``key_index`` pick the random start, so a sweep's cell i is
     traced with its seed and key_index = i); checked the same way. Returns a ``Trace``.
     """
-    per, static, batched = _solver._inputs(
-        counts, lam_W, lam_H, lam_b, d=d, m=m, seed=seed, convention=convention,
-        optimizer=optimizer, learning_rate=learning_rate, max_steps=steps, gtol=None,
-        ftol=None, dtype=dtype, memory_size=memory_size, key_index=key_index, method="ufm",
-        gap_tol=None, pool=None)
+    prob, per, static, batched = solver.prepare(
+        counts, lam_W, lam_H, lam_b, loss=loss, bias=bias, d=d, m=m, seed=seed,
+        convention=convention, optimizer=optimizer, learning_rate=learning_rate,
+        max_steps=steps, dtype=dtype, memory_size=memory_size, key_index=key_index)
     if batched:
         raise InputError("trace takes one configuration: counts (K,) and scalar settings")
     dt = static["dtype"]
     with dtypes.x64(dt == "float64"), dtypes.precise():  # the solve's arithmetic
+        one = jax.tree.map(lambda a: np.asarray(a[0], dt), prob)
         out = _trace_one(
-            np.uint32(per["seed"][0]), np.uint32(per["key_index"][0]),
-            *(np.asarray(per[k][0], dt) for k in ("counts", "lam_W", "lam_H", "lam_b",
-                                                 "learning_rate")),
-            d=static["d"], m=static["m"], optimizer=static["optimizer"],
-            memory_size=static["memory_size"], dtype=dt, steps=static["max_steps"])
+            np.uint32(per["seed"][0]), np.uint32(per["key_index"][0]), one,
+            np.asarray(per["learning_rate"][0], dt), d=static["d"], m=static["m"],
+            optimizer=static["optimizer"], memory_size=static["memory_size"], dtype=dt,
+            steps=static["max_steps"])
         return Trace(*(np.asarray(a) for a in jax.device_get(out)))

@@ -15,6 +15,11 @@ if _OPT not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT}=0".strip()
 
 from ncjax import dtypes  # noqa: E402
+from ncjax.xla import configure_cpu  # noqa: E402
+
+# XLA's CPU flags against the runtime's wedge (ncjax.xla; importing ncjax sets nothing):
+# before the first JAX computation, so that every test and ``forced_devices_env`` has them.
+configure_cpu()
 
 
 def forced_devices_env(n: int) -> dict:

@@ -7,8 +7,8 @@ import jax
 import numpy as np
 
 import ncjax
-from ncjax import metrics, profiles, tolerances
-from ncjax.solver import from_natural, init_natural
+from ncjax import metrics, natural, profiles, tolerances
+from ncjax.problem import Problem
 
 
 def test_nc1_emerges_from_random_initialisation(x64):
@@ -23,8 +23,9 @@ def test_nc1_emerges_from_random_initialisation(x64):
     assert (r.metrics["within_spread"] < 1e-6).all(), r.metrics["within_spread"]
     # ... from a start where the m features of a class are far apart.
     for i, n in enumerate(counts):
-        x0 = init_natural(jax.random.key(i), n, d=10, m=m, dtype=np.float64)
-        W, H, _ = from_natural(x0, n, 0.01, lam[i] ** 2 / 0.01)
+        prob = Problem(n, 0.01, lam[i] ** 2 / 0.01, 0.005)
+        x0 = natural.init(jax.random.key(i), prob, d=10, m=m, dtype=np.float64)
+        W, H, _ = natural.to_params(x0, prob)
         assert float(metrics.nc1(H, n)) > 1e-2
 
 

@@ -1,5 +1,6 @@
-"""ncjax.convex against independent routes: cvxpy + Clarabel (ncjax/reference.py) for the
-optimum, weak duality for the certificate, model.ufm_objective for the factorisation.
+"""ncjax.convex and ncjax.dual against independent routes: cvxpy + Clarabel
+(ncjax/reference.py) for the optimum, weak duality for the certificate,
+model.ufm_objective for the factorisation.
 
 All K = 10 so every solve is one batched call (and one compilation).
 """
@@ -10,8 +11,9 @@ import pytest
 import jax
 import jax.numpy as jnp
 
-from ncjax import convex, model, profiles
+from ncjax import convex, dual, model, profiles, stopping
 from ncjax.dtypes import x64
+from ncjax.problem import Problem, from_lam
 from tests.conftest import convex_optimum
 
 
@@ -45,6 +47,8 @@ CONFIGS = _configs()
 COUNTS = np.stack([c for c, _, _ in CONFIGS])
 LAM = np.array([lam for _, lam, _ in CONFIGS])
 LAM_B = np.array([lb for _, _, lb in CONFIGS])
+PROBLEMS = from_lam(COUNTS, LAM, LAM_B)  # the convex form sees only λ = sqrt(λ_W λ_H)
+EYE = np.eye(10)
 Z_ZERO = [i for i, (n, lam, _) in enumerate(CONFIGS) if lam >= np.sqrt(n.max()) / n.sum()
           and (n == n.max()).sum() >= 2]
 
@@ -53,26 +57,26 @@ Z_ZERO = [i for i, (n, lam, _) in enumerate(CONFIGS) if lam >= np.sqrt(n.max()) 
 def solved():
     """The convex solver on all CONFIGS (float64) and cvxpy's optima, as numpy."""
     with x64(True):
-        r = jax.device_get(convex.solve_convex_batch(COUNTS, LAM, LAM_B, gtol=1e-9))
+        r = jax.device_get(convex.solve_batch(PROBLEMS, gtol=1e-9))
     cvx = [convex_optimum(tuple(n), lam, lb) for n, lam, lb in CONFIGS]
     return r, cvx
 
 
 def _P(Z, b):
     """P at a batch of points, one per configuration (vmapped model.convex_objective)."""
-    return _batched_P(Z, b, COUNTS, LAM, LAM_B)
+    return _batched_P(Z, b, PROBLEMS)
 
 
 _batched_P = jax.jit(jax.vmap(model.convex_objective))
-_dual_point = jax.jit(jax.vmap(convex.dual_point))
-_dual_G = jax.jit(jax.vmap(convex.dual_G))
-_dual_r = jax.jit(jax.vmap(convex.dual_r))
+_dual_point = jax.jit(jax.vmap(dual.dual_point))
+_dual_G = jax.jit(jax.vmap(dual.dual_G))
+_dual_r = jax.jit(jax.vmap(dual.dual_r))
 
 
 def test_solver_matches_cvxpy(solved, x64):
     assert len(CONFIGS) >= 20 and Z_ZERO
     r, cvx = solved
-    assert (r.status == convex.CONVERGED).all(), r.status
+    assert (r.status == stopping.CONVERGED).all(), r.status
     P_star = np.array([P for P, _, _ in cvx])
     np.testing.assert_allclose(r.P, P_star, rtol=1e-7)
     np.testing.assert_allclose(r.P, _P(r.Z, r.b), rtol=0, atol=1e-14)
@@ -82,8 +86,8 @@ def test_solver_matches_cvxpy(solved, x64):
 
 def test_certificate_vanishes_at_the_optimum(solved, x64):
     r, _ = solved
-    assert (r.gap <= 1e-9 * np.maximum(1, np.abs(r.P))).all()
-    g = jax.jit(jax.vmap(convex.gap))(r.Z, r.b, COUNTS, LAM, LAM_B)  # public route, from (Z, b)
+    assert (r.gap <= 1e-9 * np.abs(r.P)).all()  # the stopping rule: gap ≤ gtol·|P|
+    g = jax.jit(jax.vmap(dual.gap))(r.Z, r.b, PROBLEMS)  # public route, from (Z, b)
     assert (np.asarray(g) <= 1e-8).all(), g
     assert (np.asarray(g) >= -1e-13).all(), g
 
@@ -105,36 +109,37 @@ def test_certificate_bounds_the_true_gap(solved, x64):
     r, cvx = solved
     points = _perturbed(r, cvx, np.random.default_rng(0))
     P_best = np.minimum(np.asarray(_P(*points[0])), r.P)
-    cert = jax.jit(jax.vmap(convex.gap))
+    cert = jax.jit(jax.vmap(dual.gap))
     for j, (Z, b) in enumerate(points):
-        g = np.asarray(cert(Z, b, COUNTS, LAM, LAM_B))
+        g = np.asarray(cert(Z, b, PROBLEMS))
         P = np.asarray(_P(Z, b))
         assert np.isfinite(g).all(), j
         assert (g >= P - P_best - 1e-12).all(), (j, np.min(g - (P - P_best)))
     # cvxpy's optimum is certified to its accuracy: Z* is good to ~1e-5 and the
     # certificate is first order in the distance to the optimum
-    g_cvx = np.asarray(cert(*points[0], COUNTS, LAM, LAM_B))
+    g_cvx = np.asarray(cert(*points[0], PROBLEMS))
     assert (g_cvx <= 1e-4).all(), g_cvx
 
 
 def test_dual_point_is_feasible(solved, x64):
-    """q_k ∈ Δ, ‖G(q)‖_op ≤ λ(1 + 1e-12), r(q) = 0 when λ_b = 0, at every test point; the
-    repairs are exercised (‖G(p)‖_op > λ and r(p) ≠ 0 at the raw softmax p somewhere)."""
+    """V = q − I with q_k ∈ Δ, ‖G(V)‖_op ≤ λ(1 + 1e-12), r(V) = 0 when λ_b = 0, at every
+    test point; the repairs are exercised (‖G(p − I)‖_op > λ and r(p − I) ≠ 0 at the raw
+    softmax p somewhere)."""
     r, cvx = solved
-    n, lam, lam_b = (jnp.asarray(a) for a in (COUNTS, LAM, LAM_B))
     pull_needed = bal_needed = False
     for Z, b in _perturbed(r, cvx, np.random.default_rng(1)):
-        q = np.asarray(_dual_point(Z, b, n, lam, lam_b))
+        V = np.asarray(_dual_point(Z, b, PROBLEMS))
+        q = V + EYE  # column k: q_k = v_k + e_k
         assert (q >= 0).all()
         np.testing.assert_allclose(q.sum(axis=1), 1.0, rtol=0, atol=1e-14)
-        G = _dual_G(jnp.asarray(q), n)
+        G = _dual_G(jnp.asarray(V), PROBLEMS)
         assert (np.linalg.norm(np.asarray(G), ord=2, axis=(1, 2)) <= LAM * (1 + 1e-12)).all()
-        rq = np.asarray(_dual_r(jnp.asarray(q), n))
+        rq = np.asarray(_dual_r(jnp.asarray(V), PROBLEMS))
         assert np.abs(rq[LAM_B == 0]).max() <= 1e-15
         p = jax.nn.softmax(jnp.asarray(Z) + jnp.asarray(b)[:, :, None], axis=1)
-        Gp = np.linalg.norm(np.asarray(_dual_G(p, n)), ord=2, axis=(1, 2))
+        Gp = np.linalg.norm(np.asarray(_dual_G(p - EYE, PROBLEMS)), ord=2, axis=(1, 2))
         pull_needed |= bool((Gp > LAM * (1 + 1e-6)).any())
-        rp = np.asarray(_dual_r(p, n))
+        rp = np.asarray(_dual_r(p - EYE, PROBLEMS))
         bal_needed |= bool((np.abs(rp[LAM_B == 0]).max(axis=1) > 1e-6).any())
     assert pull_needed and bal_needed
 
@@ -143,24 +148,24 @@ def test_dual_point_is_no_worse_than_the_plain_construction(solved, x64):
     """dual_point keeps the better of the bias given and its Newton refinement: never below
     the plain construction at b, and far above it for a bias off by 1e-6 at ratio 1000."""
     r, _ = solved
-    n, lam, lam_b = (jnp.asarray(a) for a in (COUNTS, LAM, LAM_B))
     b = r.b + 1e-6 * np.random.default_rng(2).normal(size=r.b.shape)
-    D = jax.vmap(convex.dual_objective)
-    best = np.asarray(D(_dual_point(r.Z, b, n, lam, lam_b), n, lam_b))
-    plain = np.asarray(D(jax.vmap(convex._dual_from_bias)(r.Z, b, n, lam, lam_b), n, lam_b))
+    D = jax.vmap(dual.dual_objective)
+    best = np.asarray(D(_dual_point(r.Z, b, PROBLEMS), PROBLEMS))
+    plain = np.asarray(D(jax.vmap(dual.from_bias)(r.Z, b, PROBLEMS), PROBLEMS))
     assert (best >= plain).all()
     ratio_1000 = (COUNTS.max(axis=1) / COUNTS.min(axis=1) == 1000) & (LAM_B == 0)
     assert (best - plain)[ratio_1000].min() > 1e-8
 
 
 def test_degenerate_dual_point(x64):
-    """Saturated softmax (p_k = e_k exactly): G = 0, no pull, D = 0, q = I."""
+    """Saturated softmax (p_k = e_k exactly): G = 0, no pull, D = 0, q = I (V = q − I = 0)."""
     K = 10
-    n = jnp.asarray(profiles.two_cluster(5, 500, 5, 50))
+    prob = from_lam(jnp.asarray(profiles.two_cluster(5, 500, 5, 50)), 1e-3, 0.0)
     Z = 2000.0 * (jnp.eye(K) - 0.5)
-    q = jax.jit(convex.dual_point)(Z, jnp.zeros(K), n, 1e-3, 0.0)
-    np.testing.assert_array_equal(np.asarray(q), np.eye(K))
-    assert float(convex.dual_objective(q, n, 0.0)) == 0.0
+    V = jax.jit(dual.dual_point)(Z, jnp.zeros(K), prob)
+    np.testing.assert_array_equal(np.asarray(V) + np.eye(K), np.eye(K))
+    np.testing.assert_array_equal(np.asarray(V), np.zeros((K, K)))
+    assert float(dual.dual_objective(V, prob)) == 0.0
 
 
 @pytest.mark.parametrize("d, m", [(10, 1), (12, 3), (9, 2)])
@@ -169,10 +174,11 @@ def test_factorization_reproduces_P(solved, x64, d, m):
     r, _ = solved
     lam_W = np.geomspace(1e-4, 1.0, len(CONFIGS))
     lam_H = LAM**2 / lam_W
-    fac = jax.vmap(lambda Z, b, n, lw, lh: convex.factorize(Z, b, n, lw, lh, d=d, m=m))
-    params = fac(r.Z, r.b, COUNTS, lam_W, lam_H)
+    problems = Problem(COUNTS, lam_W, lam_H, LAM_B)
+    fac = jax.vmap(lambda Z, b, p: convex.factorize(Z, b, p, d=d, m=m))
+    params = fac(r.Z, r.b, problems)
     assert params.W.shape == (len(CONFIGS), 10, d) and params.H.shape == (len(CONFIGS), 10, m, d)
-    F = np.asarray(jax.vmap(model.ufm_objective)(params, COUNTS, lam_W, lam_H, LAM_B))
+    F = np.asarray(jax.vmap(model.ufm_objective)(params, problems))
     np.testing.assert_allclose(F, r.P, rtol=0, atol=1e-12)
     Zf = np.asarray(jax.vmap(model.mean_logits)(params.W, params.H))
     np.testing.assert_allclose(Zf, r.Z, rtol=0, atol=1e-9 * max(1, np.abs(r.Z).max()))
@@ -180,17 +186,17 @@ def test_factorization_reproduces_P(solved, x64, d, m):
 
 def test_pool_gives_the_same_results(solved, x64):
     r, _ = solved
-    p = jax.device_get(convex.solve_convex_batch(COUNTS, LAM, LAM_B, gtol=1e-9, pool=4))
+    p = jax.device_get(convex.solve_batch(PROBLEMS, gtol=1e-9, pool=4))
     np.testing.assert_array_equal(p.status, r.status)
     np.testing.assert_allclose(p.P, r.P, rtol=0, atol=1e-13)
     assert np.abs(p.steps - r.steps).max() <= 10
-    assert (p.gap <= 1e-9 * np.maximum(1, np.abs(p.P))).all()
+    assert (p.gap <= 1e-9 * np.abs(p.P)).all()
 
 
 def test_float32_runs_and_agrees(solved):
     r64, _ = solved
-    r = jax.device_get(convex.solve_convex_batch(COUNTS, LAM, LAM_B, dtype="float32"))
+    r = jax.device_get(convex.solve_batch(PROBLEMS, dtype="float32"))
     assert r.P.dtype == np.float32
-    assert (r.status == convex.CONVERGED).all(), r.status
-    assert (r.gap <= convex.GTOL["float32"] * np.maximum(1, np.abs(r.P))).all()
+    assert (r.status == stopping.CONVERGED).all(), r.status
+    assert (r.gap <= convex.GTOL["float32"] * np.abs(r.P)).all()
     np.testing.assert_allclose(r.P, r64.P, rtol=2e-5)

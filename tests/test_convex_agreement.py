@@ -105,9 +105,14 @@ def test_convex_method_matches_cvxpy_and_is_certified():
 
 
 def test_gap_tol_marks_uncertified_solutions():
-    """A float32 solve cannot certify 1e-9: with gap_tol it says so instead of "converged"."""
+    """A float32 solve cannot certify 1e-9: with gap_tol it says so instead of "converged"
+    (its failed certificate is finished by the float64 convex route, whose point, cast back
+    to float32, cannot certify 1e-9 either)."""
     n, lam, _ = CONFIGS[0]
     loose = ncjax.solve(n, 0.01, lam**2 / 0.01, gap_tol=1e-3)
     tight = ncjax.solve(n, 0.01, lam**2 / 0.01, gap_tol=1e-9)
     assert loose.status == "converged" and tight.status == "uncertified"
-    assert tight.gap > 1e-9 and loose.objective == tight.objective
+    assert not loose.finished and tight.finished
+    assert tight.gap > 1e-9 * tight.objective
+    # the same optimum, to float32 rounding: the finish moved the point, not the answer
+    np.testing.assert_allclose(tight.objective, loose.objective, rtol=1e-6)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ncjax import metrics
+from ncjax.problem import from_lam
 
 # as the solver runs it: one compiled program (eagerly, each operation compiles apart)
 compute = jax.jit(metrics.compute)
@@ -23,7 +24,7 @@ def test_etf_cosines_and_spreads(x64):
     Hbar = _etf(K)
     H = np.repeat(Hbar[:, None, :], m, axis=1)  # collapsed within classes
     W = 2.0 * Hbar
-    out = compute(W, H, np.zeros(K), n, 0.01, 0.0)
+    out = compute(W, H, np.zeros(K), from_lam(n, 0.01, 0.0))
     for key in ("Z", "H", "W"):
         for pair in ("AA", "BB", "AB"):
             assert float(out[f"cos_{key}_{pair}"]) == pytest.approx(-1 / (K - 1))
@@ -45,7 +46,7 @@ def test_collapsed_minority_and_group_values(x64):
                   [-1, -1, 0.5, 0.5, 0.5]])
     # a factorisation W H̄ᵀ = Z with d = K: W = I, h̄_k = z_k (column k)
     W, H = np.eye(K), Z.T[:, None, :]
-    out = compute(W, H, np.zeros(K), n, 0.01, 0.0)
+    out = compute(W, H, np.zeros(K), from_lam(n, 0.01, 0.0))
     zmax = np.linalg.norm(Z, axis=0).max()
     assert float(out["minority_spread_Z"]) == pytest.approx(1e-4 / zmax)
     assert bool(out["minority_collapsed"])
@@ -62,7 +63,7 @@ def test_zero_solution_reports_absolute_spreads(x64):
     W = np.zeros((K, K))
     H = np.zeros((K, 1, K))
     H[2, 0, 0] = 1e-7
-    out = compute(W, H, np.zeros(K), n, 0.01, 0.0)
+    out = compute(W, H, np.zeros(K), from_lam(n, 0.01, 0.0))
     assert bool(out["zero_solution"])
     assert float(out["minority_spread_H"]) == pytest.approx(1e-7)
 

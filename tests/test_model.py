@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncjax import model
+from ncjax import losses, model, natural
+from ncjax.problem import Problem, from_lam
 
 
 def _naive_F(W, H, b, n_k, lam_W, lam_H, lam_b):
@@ -30,14 +31,14 @@ def _random_point(K=4, m=3, d=5, seed=0):
 
 def test_objective_matches_loops(x64):
     W, H, b, n = _random_point()
-    got = model.ufm_objective(model.Params(W, H, b), n, 0.3, 0.02, 0.1)
+    got = model.ufm_objective(model.Params(W, H, b), Problem(n, 0.3, 0.02, 0.1))
     np.testing.assert_allclose(float(got), _naive_F(W, H, b, n, 0.3, 0.02, 0.1), rtol=1e-13)
 
 
 def test_gradient_matches_finite_differences(x64):
     W, H, b, n = _random_point(seed=1)
     p = model.Params(*(jnp.asarray(a) for a in (W, H, b)))
-    f = lambda q: model.ufm_objective(q, jnp.asarray(n), 0.3, 0.02, 0.1)
+    f = lambda q: model.ufm_objective(q, Problem(jnp.asarray(n), 0.3, 0.02, 0.1))
     g = jax.grad(f)(p)
     rng = np.random.default_rng(2)
     for _ in range(5):
@@ -51,17 +52,16 @@ def test_gradient_matches_finite_differences(x64):
 
 
 def test_natural_objective_is_F_of_the_mapped_point(x64):
-    """solver.natural_objective(V, U, b) = F(a V, u_{k,i}/(a sqrt(w_k)), b) by the numpy
+    """natural.objective(V, U, b) = F(a V, u_{k,i}/(a sqrt(w_k)), b) by the numpy
     loops, and its gradient matches finite differences of that composition."""
-    from ncjax import solver
     V, U, b, n = _random_point(K=5, m=3, d=4, seed=3)
     lam_W, lam_H, lam_b = 0.3, 0.02, 0.1
     a = (lam_H / lam_W) ** 0.25
     w = n / U.shape[1]
     F = lambda V, U, b: _naive_F(a * V, U / (a * np.sqrt(w))[:, None, None], b, n, lam_W,
                                  lam_H, lam_b)
-    f = lambda x: solver.natural_objective(x, jnp.asarray(n), lam_W, lam_H, lam_b)
-    x = solver.Natural(*(jnp.asarray(t) for t in (V, U, b)))
+    f = lambda x: natural.objective(x, Problem(jnp.asarray(n), lam_W, lam_H, lam_b))
+    x = natural.Natural(*(jnp.asarray(t) for t in (V, U, b)))
     np.testing.assert_allclose(float(f(x)), F(V, U, b), rtol=1e-13)
     g = jax.grad(f)(x)
     rng = np.random.default_rng(4)
@@ -76,9 +76,9 @@ def test_natural_objective_is_F_of_the_mapped_point(x64):
 
 def test_cross_entropy_is_stable_for_huge_logits(x64):
     u = jnp.array([1e4, 0.0, -1e4])
-    np.testing.assert_allclose(model.cross_entropy(u, 0), 0.0, atol=1e-12)
-    np.testing.assert_allclose(model.cross_entropy(u, 1), 1e4, rtol=1e-12)
-    assert np.isfinite(model.cross_entropy(jnp.float32(1e30) * jnp.ones(3), 0))
+    np.testing.assert_allclose(losses.cross_entropy(u, 0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(losses.cross_entropy(u, 1), 1e4, rtol=1e-12)
+    assert np.isfinite(losses.cross_entropy(jnp.float32(1e30) * jnp.ones(3), 0))
 
 
 def test_convex_objective_matches_numpy(x64):
@@ -89,8 +89,8 @@ def test_convex_objective_matches_numpy(x64):
     ce = [np.log(np.sum(np.exp(Z[:, k] + b))) - Z[k, k] - b[k] for k in range(K)]
     want = (np.dot(n, ce) / n.sum() + lam * np.linalg.svd(Z @ np.diag(np.sqrt(n)),
             compute_uv=False).sum() + lam_b / 2 * b @ b)
-    np.testing.assert_allclose(float(model.convex_objective(Z, b, n, lam, lam_b)), want,
-                               rtol=1e-13)
+    got = model.convex_objective(Z, b, from_lam(n, lam, lam_b))
+    np.testing.assert_allclose(float(got), want, rtol=1e-13)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -98,18 +98,19 @@ def test_convex_form_lower_bounds_the_ufm(x64, seed):
     """P(W H̄ᵀ, b) ≤ F(W, H, b) at any point (Jensen on CE, nuclear norm ≤ the penalty)."""
     W, H, b, n = _random_point(K=4, m=3, d=6, seed=seed)
     lam_W, lam_H = 0.05, 0.2
-    F = model.ufm_objective(model.Params(W, H, b), n, lam_W, lam_H, 0.1)
-    P = model.convex_objective(model.mean_logits(W, H), b, n, np.sqrt(lam_W * lam_H), 0.1)
+    F = model.ufm_objective(model.Params(W, H, b), Problem(n, lam_W, lam_H, 0.1))
+    P = model.convex_objective(model.mean_logits(W, H), b,
+                               from_lam(n, np.sqrt(lam_W * lam_H), 0.1))
     assert float(P) <= float(F)
 
 
 def test_gradient_of_the_step_holds_no_scatter():
     """CE picks u_k by a mask: the gradient JAX hands to XLA has no scatter-add (the
     backward of a gather, an extra pass over the logits on a GPU; benchmarks/RESULTS.md)."""
-    from ncjax import solver
     n = jnp.array([50.0, 50.0, 10.0])
-    x = solver.init_natural(jax.random.key(0), n, d=4, m=2, dtype=jnp.float32)
-    f = jax.vmap(jax.grad(lambda x: solver.natural_objective(x, n, 0.01, 0.002, 0.0)))
+    prob = Problem(n, 0.01, 0.002, 0.0)
+    x = natural.init(jax.random.key(0), prob, d=4, m=2, dtype=jnp.float32)
+    f = jax.vmap(jax.grad(lambda x: natural.objective(x, prob)))
     xb = jax.tree.map(lambda a: jnp.stack([a, a]), x)
     text = jax.jit(f).lower(xb).as_text()
     assert "scatter" not in text and "dot_general" in text

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from ncjax import profiles, theory
+from ncjax.problem import Problem, from_lam
 
 
 def test_paper_thresholds():
@@ -24,23 +25,24 @@ def test_group_thresholds_and_predictions():
     assert np.isinf(thr[6])  # a single class has nothing to collapse with
     np.testing.assert_allclose(thr[7:], np.sqrt(50) / N)
     lam = 0.5 * (np.sqrt(300) + np.sqrt(1000)) / N  # between the 300- and 1000-thresholds
-    p = theory.predict(n, lam)
+    p = theory.predict(from_lam(n, lam))
     np.testing.assert_array_equal(p["group_collapse"], [0, 0, 0, 1, 1, 1, 0, 1, 1, 1, 1])
     assert bool(p["minority_collapse"]) and not bool(p["total_collapse"])
-    assert bool(theory.predict(n, 1.01 * np.sqrt(1000) / N)["total_collapse"])
+    assert bool(theory.predict(from_lam(n, 1.01 * np.sqrt(1000) / N))["total_collapse"])
     assert float(p["c_star"]) == pytest.approx(np.sqrt(50))
 
 
 def test_single_minority_class_never_collapses():
     n = profiles.explicit([500, 500, 100])
     assert np.isinf(theory.lam_star(n))
-    assert not bool(theory.predict(n, 10.0)["minority_collapse"])
+    assert not bool(theory.predict(from_lam(n, 10.0))["minority_collapse"])
 
 
 def test_conventions_round_trip_and_effective_lambda():
     lw, lh, lb = theory.to_half(5 * 0.003, 0.003 / 20, 0.01, "paper")
     assert (lw, lh, lb) == pytest.approx((0.03, 0.0003, 0.02))
-    assert float(theory.effective_lam(lw, lh)) == pytest.approx(0.003)  # the authors' l
+    lam = Problem(np.ones(2), lw, lh, lb).lam  # λ = sqrt(λ_W λ_H)
+    assert float(lam) == pytest.approx(0.003)  # the authors' l
     assert theory.from_half(lw, lh, lb, "paper") == pytest.approx((0.015, 0.00015, 0.01))
     with pytest.raises(ValueError, match="convention"):
         theory.to_half(1, 1, 1, "quarter")

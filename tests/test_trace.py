@@ -9,7 +9,8 @@ import pytest
 import ncjax
 from ncjax import trace as tr
 from ncjax.dtypes import x64
-from ncjax.solver import from_natural, init_natural
+from ncjax import natural
+from ncjax.problem import Problem
 
 COUNTS = np.array([60.0, 60.0, 12.0, 12.0])  # K = 4, two clusters
 N = COUNTS.sum()
@@ -58,8 +59,9 @@ def test_lbfgs_trace_ends_where_the_solver_stops():
     # the start: F of the solver's random start, evaluated here with numpy
     with x64(True):
         key = jax.random.fold_in(jax.random.key(np.uint32(seed)), np.uint32(key_index))
-        x0 = init_natural(key, COUNTS, d=4, m=m, dtype=np.float64)
-        W, H, b = (np.asarray(a) for a in from_natural(x0, COUNTS, LAM_W, LAM_H))
+        prob = Problem(COUNTS, LAM_W, LAM_H, 0.0)
+        x0 = natural.init(key, prob, d=4, m=m, dtype=np.float64)
+        W, H, b = (np.asarray(a) for a in natural.to_params(x0, prob))
     assert t.objective[0] == pytest.approx(_F(W, H, b, COUNTS, LAM_W, LAM_H, 0.0), rel=1e-12)
     assert t.nc1[0] == pytest.approx(_nc1(H, COUNTS), rel=1e-8)
 
