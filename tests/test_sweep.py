@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ncjax
-from ncjax import sweep
+from ncjax import solver, spec, sweep
 from tests.conftest import forced_devices_env
 
 SPEC = """
@@ -58,6 +58,20 @@ def _same(a, b, exact=True):
         elif f != "grad_norm":
             np.testing.assert_allclose(a[f], b[f], rtol=0, atol=1e-6, err_msg=f)
     np.testing.assert_array_equal(a.status, b.status)
+
+
+def test_plan_cuts_blocks_of_one_K_into_chunks(tmp_path):
+    """``plan``: the cells not done, grouped by K (in K's order), each group cut into
+    pieces of at most chunk_size, in index order."""
+    p = tmp_path / "k.toml"
+    p.write_text('[problem]\nprofile = "balanced"\nn = 10\nlam = 0.01\n'
+                 '[axes]\nK = [3, 2]\nseed = [0, 1, 2]\n')
+    grid = spec.expand(spec.load(p))
+    assert [c.tolist() for c in sweep.plan(grid, 2)] == [[3, 4], [5], [0, 1], [2]]
+    done = np.zeros(6, bool)
+    done[[0, 4]] = True
+    assert [c.tolist() for c in sweep.plan(grid, 2, done)] == [[3, 5], [1, 2]]
+    assert [c.tolist() for c in sweep.plan(grid, 2, np.ones(6, bool))] == []
 
 
 def test_chunking_does_not_change_a_cell(spec_file, reference, tmp_path):
@@ -219,7 +233,7 @@ def test_a_chunk_that_does_not_fit_is_split_and_retried(spec_file, reference, tm
                                                        monkeypatch, capsys):
     """A device that runs out of memory above 5 configurations: the chunk of 12 is retried
     as 6 (still too many), then 3; the grid is the uninterrupted one, nothing lost."""
-    real, widths = sweep._solver.solve_sharded, []
+    real, widths = solver.solve_sharded, []
 
     def small_device(counts, *a, **k):
         widths.append(len(counts))
@@ -227,7 +241,7 @@ def test_a_chunk_that_does_not_fit_is_split_and_retried(spec_file, reference, tm
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
         return real(counts, *a, **k)
 
-    monkeypatch.setattr(sweep._solver, "solve_sharded", small_device)
+    monkeypatch.setattr(solver, "solve_sharded", small_device)
     g = sweep.run(spec_file, tmp_path / "run", chunk_size=12)
     err = capsys.readouterr().err
     assert "a chunk of 12 configurations did not fit in device memory; retrying in chunks of 6" in err
@@ -235,7 +249,7 @@ def test_a_chunk_that_does_not_fit_is_split_and_retried(spec_file, reference, tm
     assert widths[:3] == [12, 6, 3] and set(widths[2:]) == {3}
     _same(g, reference, exact=False)
     # other errors are not retried
-    monkeypatch.setattr(sweep._solver, "solve_sharded",
+    monkeypatch.setattr(solver, "solve_sharded",
                         lambda *a, **k: (_ for _ in ()).throw(ValueError("a bug")))
     with pytest.raises(ValueError, match="a bug"):
         sweep.run(spec_file, tmp_path / "run2", chunk_size=12, quiet=True)
@@ -246,7 +260,7 @@ def test_chunks_are_sized_to_device_memory(spec_file, tmp_path, monkeypatch, cap
     per = sweep.bytes_per_config(4, 4, 1, 10, "float64")
     # the bytes model: ((2*10 + 12) * (K d + K m d + K) + 32 K^2) * 8 for K = d = 4, m = 1
     assert per == ((2 * 10 + 12) * (16 + 16 + 4) + 32 * 16) * 8
-    monkeypatch.setattr(sweep, "_memory_budget", lambda devices: 5 * per + 7)
+    monkeypatch.setattr(sweep, "memory_budget", lambda devices: 5 * per + 7)
     g = sweep.run(spec_file, tmp_path / "run", chunk_size=12)
     assert "chunks of 5 configurations (not 12)" in capsys.readouterr().err
     assert len(list((tmp_path / "run" / "chunks").iterdir())) == 5  # 24 cells, one K
