@@ -1,337 +1,217 @@
-"""Pictures of where collapse happens (matplotlib, Agg: no display needed)."""
+"""Figures of a loaded sweep (``sweep.load``): one function per kind of figure.
+
+Each takes the loaded grid g and returns a ``matplotlib.figure.Figure`` (no pyplot, no
+backend chosen: a notebook shows it inline), saved to ``out`` (.png or .pdf) when given;
+``name`` (the run's name) starts the title.
+
+  ``phase(g)``            a run over two of lam, c, n_A, n_B, n, ratio: the minority spread
+                          beside the per-cell decision against the theory (``diagram``)
+  ``groups(g)``           a "steps" profile over lam or c: each group's spread of Z against
+                          its conjectured threshold sqrt(n_g)/N (``groups``)
+  ``curves(g)``           a one-axis run: the minority spread along it, or the cosines of Z
+                          along a sample size under λ = c/N (``analysis.curves``)
+  ``cells(g, idx)``       Z (K, K) of chosen cells as heatmaps
+  ``trace(retrace(g, idx, steps))``  F − F_final, NC1 and the minority spread against the
+                          optimiser step of chosen cells, re-solved from their random starts
+
+The drawing from arrays is ``ncjax.draw``; the numbers come from ``ncjax.analysis``,
+``ncjax.diagram`` and ``ncjax.groups``.
+"""
 
 from __future__ import annotations
 
-import matplotlib
+from typing import NamedTuple
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+import numpy as np
 
-
-# Colours of the per-cell decision codes of ``analysis.decision_categories``, in order:
-# agree collapsed, agree not collapsed, measured collapsed / theory not, measured not /
-# theory collapsed, near the boundary, no converged solve.
-DECISION_COLORS = ("#2166ac", "#c6dbef", "#b2182b", "#f4a582", "#9e9e9e", "#ffffff")
+from ncjax import analysis, diagram, draw, spec
+from ncjax import groups as _groups
+from ncjax import trace as _trace
+from ncjax.draw import AXIS_LABELS, AXIS_SYMBOLS, CURVE_LABELS
+from ncjax.tolerances import COLLAPSE_TOL
+from ncjax.validate import InputError
 
 
-def _theory_boundary(ax, x, y, y_line, field, *, color, ls, label):
-    """The theory's boundary: the line y_line(x) when given (thresholds in y units, one per
-    column), else the zero contour of ``field`` (ny, nx) over the grid (linear
-    interpolation between cells). Adds one legend entry."""
-    if y_line is not None:
-        ax.plot(x, y_line, color=color, lw=1.5, ls=ls, label=label)
-    elif field is not None and np.nanmin(field) < 0 < np.nanmax(field):
-        ax.contour(x, y, field, levels=[0.0], colors=[color], linewidths=1.5, linestyles=[ls])
-        ax.plot([], [], color=color, lw=1.5, ls=ls, label=label)
+def _head(name: str) -> str:
+    return f"{name}: " if name else ""
 
 
-def _log_ticks(axis, values):
-    """Readable ticks on a log axis: plain numbers (%g) for sample sizes and ratios, and
-    minor labels at 2·10^e and 5·10^e only (``_minor_label``)."""
-    if np.nanmax(values) >= 1:
-        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(FuncFormatter(_minor_label))
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else f"{v}"
 
 
-def phase_diagram(x, y, spread, y_star=None, *, star=None, y_zero=None, zero=None,
-                  collapsed=None, zero_measured=None, decision=None, split=None, counts=None,
-                  seeds=1, xlabel=r"minority class size $n_B$ (samples)",
-                  ylabel=r"$\lambda=\sqrt{\lambda_W\lambda_H}$", log_x=False, log_y=True,
-                  star_label=r"theory $\lambda^*=\sqrt{n_B}/N$",
-                  zero_label=r"theory $Z=0$: $\lambda=\sqrt{n_A}/N$", title="", out=None,
-                  floor=1e-6):
-    """Minority spread over a 2-d grid (log colour) with the theory's boundary on top and,
-    with ``decision``, a second panel of the per-cell decision against the theory.
-
-    Args:
-      x: (nx,), y: (ny,) axis values (e.g. n_B and λ); spread: (ny, nx) measured minority
-        spread of Z (NaN: not solved).
-      y_star: optional (nx,) the theory's threshold per column in y units (λ* when y is
-        λ), drawn as a line; else ``star`` (ny, nx), e.g. log(λ/λ*), whose zero contour is
-        drawn. y_zero / zero: the same for the Z = 0 threshold (dotted).
-      collapsed: optional (ny, nx) bool, the measured decision, drawn as its boundary
-        contour (white dashes) on the spread panel; zero_measured: optional (ny, nx) bool,
-        where the measured Z counts as 0, its boundary drawn dotted in white.
-      decision: optional (ny, nx) int codes of ``analysis.decision_categories``, drawn in
-        DECISION_COLORS beside the spread panel; split: optional (ny, nx) bool, cells whose
-        seeds disagree (black dots); counts: optional (6,) cells per code (legend);
-        seeds: seeds per cell (the decision is their majority).
-      log_x, log_y: axis scales. out: path (.png/.pdf) to save to; the figure is returned.
-    """
-    from matplotlib.colors import BoundaryNorm, ListedColormap
-    from matplotlib.patches import Patch
-
-    from ncjax.analysis import DECISION_NAMES
-
-    panels = 1 if decision is None else 2
-    fig, axs = plt.subplots(1, panels, figsize=(5.0 * panels, 4.9 if panels == 2 else 4.3),
-                            constrained_layout=True, squeeze=False)
-    ax = axs[0, 0]
-    vmax = max(float(np.nanmax(spread)) if np.isfinite(spread).any() else 1.0, 10 * floor)
-    mesh = ax.pcolormesh(x, y, np.clip(spread, floor, None), shading="nearest",
-                         norm=LogNorm(vmin=floor, vmax=vmax), cmap="viridis", rasterized=True)
-    fig.colorbar(mesh, ax=ax, pad=0.01,
-                 label=r"minority spread $\max_{j,k\in B}\|z_j-z_k\|/\max_k\|z_k\|$")
-    for mask, ls, label in ((collapsed, "--", "measured boundary"),
-                            (zero_measured, ":", r"measured $Z=0$ boundary")):
-        if mask is not None and 0 < np.sum(mask) < np.size(mask):
-            ax.contour(x, y, np.asarray(mask, float), levels=[0.5], colors="white",
-                       linewidths=1.1, linestyles=[ls])
-            ax.plot([], [], color="white", lw=1.1, ls=ls, label=label)
-    for a in axs[0]:
-        _theory_boundary(a, x, y, y_star, star, color="red", ls="-", label=star_label)
-        _theory_boundary(a, x, y, y_zero, zero, color="orange", ls=":", label=zero_label)
-        a.set_xlim(np.min(x), np.max(x))
-        a.set_ylim(np.min(y), np.max(y))
-        a.set_xscale("log" if log_x else "linear")
-        a.set_yscale("log" if log_y else "linear")
-        if log_x:
-            _log_ticks(a.xaxis, x)
-        if log_y:
-            _log_ticks(a.yaxis, y)
-        a.set_xlabel(xlabel)
-        a.set_ylabel(ylabel)
-    ax.set_title("measured minority spread of $Z$", fontsize=9)
-    leg = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=7.5,
-                    framealpha=1.0)
-    leg.get_frame().set_facecolor("0.8")
-    if decision is not None:
-        ax2 = axs[0, 1]
-        ax2.pcolormesh(x, y, decision, shading="nearest", rasterized=True,
-                       cmap=ListedColormap(DECISION_COLORS),
-                       norm=BoundaryNorm(np.arange(-0.5, len(DECISION_COLORS)),
-                                         len(DECISION_COLORS)))
-        if split is not None and np.any(split):
-            X, Y = np.meshgrid(x, y)
-            ax2.plot(X[split], Y[split], ".", color="k", ms=2.5, ls="none",
-                     label=f"seeds disagree ({int(np.sum(split))})")
-        handles = [Patch(facecolor=c, edgecolor="0.5", lw=0.5,
-                         label=name + ("" if counts is None else f" ({int(counts[i])})"))
-                   for i, (c, name) in enumerate(zip(DECISION_COLORS, DECISION_NAMES))
-                   if counts is None or counts[i] > 0]
-        h, _ = ax2.get_legend_handles_labels()
-        ax2.legend(handles=handles + h, loc="upper center", bbox_to_anchor=(0.5, -0.14),
-                   ncol=2, fontsize=7.5, frameon=False,
-                   title=("measured: majority of %d seeds" % seeds if seeds > 1
-                          else "measured: one solve per cell") + "; theory: λ ≥ λ*",
-                   title_fontsize=7.5)
-        ax2.set_title(r"collapse decision per cell (near: $|\lambda/\lambda^*-1|\leq 2\%$)",
-                      fontsize=9)
-    fig.suptitle(title, fontsize=9)
-    if out is not None:
-        fig.savefig(out, dpi=150)
-    return fig
+def phase(g, *, name: str = "", out=None):
+    """The phase diagram of a run over two axes (``diagram.phase_map``): the minority
+    spread of the first seed (log colour) with the measured (majority) and the theory's
+    boundaries, beside the per-cell decision against the theory (``draw.phase_diagram``).
+    Raises InputError for a run with fewer than two such axes or no solved cell."""
+    ph = diagram.phase_map(g)
+    if ph is None:
+        raise InputError(f"no phase diagram for axes {list(g.axes)}: it needs two of "
+                         f"{', '.join(diagram.PHASE_AXES)} and a solved cell")
+    x, y, S = ph["x"], ph["y"], ph["seeds"]
+    p = g.spec.problem
+    c = ph["c"]
+    if y == "lam":
+        star_label = r"theory $\lambda^*=\sqrt{n_B}/N$"
+        zero_label = r"theory $Z=0$: $\sqrt{n_A}/N$"
+    elif y == "c":
+        star_label = r"theory $c^*=\sqrt{n_B}$"
+        zero_label = r"theory $Z=0$: $c=\sqrt{n_A}$"
+    else:
+        star_label = (r"theory $\lambda=\lambda^*=\sqrt{n_B}/N$"
+                      + (f": $n_B=c^2={c * c:g}$" if c is not None else ""))
+        zero_label = (r"theory $Z=0$ from $\lambda=\sqrt{n_A}/N$"
+                      + (": $n_A=c^2$" if c is not None else ""))
+    lam_txt = (f", $\\lambda$ = {c:g}/N" if c is not None else
+               f", $\\lambda$ = {p['lam']:g}" if "lam" in p and "lam" not in g.axes else "")
+    return draw.phase_diagram(
+        ph["xv"], ph["yv"], ph["spread"], ph["y_star"], star=ph["star"], y_zero=ph["y_zero"],
+        zero=ph["zero"], collapsed=ph["frac"] > 0.5, zero_measured=ph["zero_frac"] > 0.5,
+        decision=ph["category"],
+        split=(ph["frac"] > 0) & (ph["frac"] < 1), counts=list(ph["counts"].values()),
+        seeds=S, xlabel=AXIS_LABELS.get(x, x), ylabel=AXIS_LABELS.get(y, y),
+        log_x=x in ("lam", "c") or draw.is_log_axis(ph["xv"]),
+        log_y=y in ("lam", "c") or draw.is_log_axis(ph["yv"]), star_label=star_label,
+        zero_label=zero_label, out=out,
+        title=f"{_head(name)}{ph['yv'].size} x {ph['xv'].size} cells"
+              + (f" x {S} seeds" if S > 1 else "") + lam_txt
+              + ("".join(f", {k} = {v:g}" for k, v in ph["sliced"].items())))
 
 
-def group_spreads(lam, spreads, n_g, K_g, lam_pred, *, tol, lam_meas=None, lam_zero=None,
-                  extra=(), xlabel=r"$\lambda=\sqrt{\lambda_W\lambda_H}$",
-                  pred_label=r"\sqrt{n_g}/N", title="", out=None, floor=1e-5):
-    """Within-group spread of Z against λ (log-log), one curve per group, with the
-    conjectured thresholds as vertical lines in each group's colour.
-
-    Args:
-      lam: (L,) λ values (or c = λN, with ``xlabel``/``pred_label`` to match);
-      spreads: (G, L) per group g, max_{j,k∈g}‖z_j − z_k‖/max_k‖z_k‖ (absolute where
-        Z = 0), NaN where a cell is left out; n_g, K_g: (G,) the group's count and number
-        of classes; lam_pred: (G,) the conjectured threshold sqrt(n_g)/N (same units as
-        lam); tol: the collapse tolerance (horizontal line); lam_meas: optional (G,)
-        measured thresholds, marked on the tolerance line; lam_zero: optional λ from
-        which the measured Z is 0 (shaded); extra: optional (label, (L,) spread) curves
-        drawn thin in grey (e.g. the spread of two groups together, where they merge).
-      out: path (.png/.pdf) to save to; the figure is returned either way.
-    The y axis starts at ``floor``: a collapsed group (spread ~1e-15) leaves through the
-    bottom.
-    """
-    lam = np.asarray(lam, float)
-    spreads = np.atleast_2d(np.asarray(spreads, float))
-    colors = plt.get_cmap("tab10").colors
-    fig, ax = plt.subplots(figsize=(7.0, 3.9), constrained_layout=True)
-    if lam_zero is not None and np.isfinite(lam_zero):
-        ax.axvspan(lam_zero, lam[-1], color="0.88", lw=0, label=r"measured $Z=0$")
-    ax.axhline(tol, color="0.35", lw=0.9, ls=":", label=f"collapse tolerance {tol:g}")
-    below = floor * 1e-3  # drawn under the axis: the curve drops out of view
-    for j, (label, curve) in enumerate(extra):
-        ax.plot(lam, np.clip(curve, below, None), color="0.45", lw=0.9, ls="-.",
-                label=label if j == 0 else None)
-    for g in range(spreads.shape[0]):
-        c = colors[g % len(colors)]
-        ax.plot(lam, np.clip(spreads[g], below, None), color=c, lw=1.5,
-                label=rf"$n_g={n_g[g]:g}$, $K_g={int(K_g[g])}$")
-        ax.axvline(lam_pred[g], color=c, lw=1.0, ls="--")
-        if lam_meas is not None and np.isfinite(lam_meas[g]):
-            ax.plot([lam_meas[g]], [tol], marker="v", ms=6, color=c, mec="k", mew=0.5,
-                    ls="none")
-    ax.plot([], [], color="0.3", lw=1.0, ls="--", label=rf"conjecture ${pred_label}$")
-    ax.plot([], [], marker="v", ms=6, color="0.6", mec="k", mew=0.5, ls="none",
-            label="measured threshold")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(lam[0], lam[-1])
-    ax.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
-    ax.set_ylim(floor, 10)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(r"group spread $s_g=\max_{j,k\in g}\|z_j-z_k\|\,/\,\max_k\|z_k\|$")
-    fig.suptitle(title, fontsize=8.5)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
-    if out is not None:
-        fig.savefig(out, dpi=150)
-    return fig
+def groups(g, *, name: str = "", out=None):
+    """The group thresholds of a "steps" profile over lam or c (``groups.thresholds``):
+    per group of ≥ 2 classes its spread of Z against the axis, the conjectured threshold
+    sqrt(n_g)/N and the measured one, the measured Z = 0 region and, where two neighbouring
+    groups merge into one cluster, their spread together (``draw.group_spreads``)."""
+    t = _groups.thresholds(g)
+    multi = t["K_g"] >= 2
+    meas = np.array([r["measured"] for r in t["rows"]])
+    extra = [("$s$ of two neighbouring\ngroups together (merge)", m["spread"])
+             for m in t["merges"] if np.isfinite(m["measured"])]
+    z_hi = t["zero"]["hi"]
+    return draw.group_spreads(
+        t["x"], t["spread"][multi], t["n_g"][multi], t["K_g"][multi], t["predicted"][multi],
+        tol=COLLAPSE_TOL, lam_meas=meas[multi], lam_zero=z_hi if np.isfinite(z_hi) else None,
+        extra=extra, xlabel=AXIS_LABELS[t["axis"]],
+        pred_label=r"\sqrt{n_g}" if t["axis"] == "c" else r"\sqrt{n_g}/N",
+        title=_head(name)
+              + " + ".join(f"{k}$\\times${v:g}" for k, v in t["groups"])
+              + f" ($K_g\\times n_g$), N = {t['N']:g}; {int(t['certified'].sum())} certified "
+                "solutions",
+        out=out)
 
 
-def _minor_label(v, _pos):
-    """Minor log ticks: label 2·10^e and 5·10^e only (no crowding on short axes)."""
-    e = np.floor(np.log10(v))
-    m = v / 10**e
-    if not (np.isclose(m, 2) or np.isclose(m, 5)):
-        return ""
-    return f"{v:g}" if 0 <= e <= 3 else rf"${m:.0f}\times10^{{{e:.0f}}}$"
+def curves(g, *, name: str = "", out=None):
+    """A one-axis run (``analysis.curves``): under λ = c/N with a sample-size axis the mean
+    cosines of Z against it (``draw.cosines``, the angle study); otherwise the minority
+    spread along the run's λ or sample-size axis with the theory's crossing
+    (``draw.spread_curve``). Raises InputError when neither applies."""
+    cv = analysis.curves(g)
+    if cv is None:
+        raise InputError(f"nothing to plot along one axis for axes {list(g.axes)}")
+    if cv["kind"] == "angles":
+        cos = cv["cosines"]
+        axis = cos["axis"]
+        vals = {key: [] for key in ("AA", "BB", "AB")}
+        for _, idx in analysis.lines(g, axis):
+            for key in vals:
+                vals[key].append(g[f"metrics.cos_Z_{key}"][idx])
+        return draw.cosines(
+            np.asarray(g.axes[axis], float), {k: np.array(v) for k, v in vals.items()},
+            cos["rows"][0]["etf"],
+            line_labels=[analysis.line_label(r["where"]) for r in cos["rows"]],
+            xlabel=f"{CURVE_LABELS.get(axis, axis)} (samples)",
+            title=f"{_head(name)}mean cosines of the class-mean logits, {g.status.size} cells",
+            out=out)
+    b = cv["boundary"]
+    axis = b["axis"]
+    spreads = [np.where(g.status[idx] == "converged", g["metrics.minority_spread_Z"][idx], np.nan)
+               for _, idx in analysis.lines(g, axis)]
+    return draw.spread_curve(
+        np.asarray(g.axes[axis], float), np.array(spreads),
+        np.array([ln["predicted"] for ln in b["lines"]]),
+        line_labels=[analysis.line_label(ln["where"]) for ln in b["lines"]], tol=COLLAPSE_TOL,
+        xlabel=CURVE_LABELS.get(axis, axis), log_x=axis in ("lam", "c"),
+        title=f"{_head(name)}minority spread along {axis}", out=out)
 
 
-_COS_STYLE = {"AA": ("within A", "C0"), "BB": ("within B", "C3"), "AB": ("A-B", "C2")}
+def cell_title(c: dict) -> str:
+    """The three-part panel title of a chosen cell (an ``analysis.cells`` entry): its axis
+    values as symbols; N and λ/λ*; the measured and the predicted decision, one line each
+    so that both fit a panel."""
+    return (f"cell {c['index']}: " + ", ".join(f"{AXIS_SYMBOLS.get(k, k)} = {_fmt(v)}"
+                                               for k, v in c["values"].items())
+            + f"\n$N$ = {c['N']:g}, $\\lambda/\\lambda^*$ = {c['ratio']:.3g}"
+            + f"\nmeasured: {c['measured']}\ntheory: {c['theory']}")
 
 
-def cosines(n, cos, etf, *, line_labels, xlabel=r"majority class size $n_A$ (samples)",
-            title="", out=None):
-    """Mean cosines of the class-mean logits against sample size, with the simplex ETF.
-
-    Args:
-      n: (L,) sample sizes (log x axis).
-      cos: {"AA" | "BB" | "AB": (P, L)} mean cosines within A, within B, across A–B, one
-        row per line of the other axes (e.g. λ_b values).
-      etf: −1/(K−1), drawn as a horizontal line.
-      line_labels: (P,) labels of the rows (solid, dashed, dotted, … in that order).
-    Returns the figure; saved to ``out`` (.png or .pdf) when given.
-    """
-    fig, ax = plt.subplots(figsize=(8.0, 4.2), constrained_layout=True)
-    styles = ["-", "--", ":", "-."]
-    for p, lab in enumerate(line_labels):
-        for key, (name, colour) in _COS_STYLE.items():
-            ax.plot(n, cos[key][p], styles[p % 4], color=colour, lw=1.6,
-                    label=f"{name}, {lab}")
-    ax.axhline(etf, color="k", lw=1, ls=(0, (1, 2)), label=rf"ETF $-1/(K-1) = {etf:.4f}$")
-    ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(r"mean $\cos(z_j, z_k)$")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    if out is not None:
-        fig.savefig(out, dpi=150)
-    return fig
+def cells(g, idx, *, out=None):
+    """Heatmaps of Z (K, K) of the cells with flat indices ``idx`` (``draw.z_heatmaps``),
+    titled by ``cell_title``. Raises InputError if one of them is not solved yet."""
+    cs = analysis.cells(g, idx)
+    missing = [c["index"] for c in cs if not np.isfinite(c["Z"]).all()]
+    if missing:
+        raise InputError(f"cells {missing} are not solved yet")
+    return draw.z_heatmaps(np.stack([c["Z"] for c in cs]), np.stack([c["counts"] for c in cs]),
+                           [cell_title(c) for c in cs], out=out)
 
 
-def spread_curve(x, spreads, x_pred, *, line_labels, tol, xlabel, log_x=True, title="",
-                 out=None, floor=1e-12):
-    """Minority spread of Z along one axis (λ or a sample size), one curve per line of the
-    other axes, with the theory's crossing x_pred (one per line, NaN: none on the grid) as
-    vertical lines and the collapse tolerance as a horizontal one.
+class Retrace(NamedTuple):
+    """Chosen cells re-solved step by step (``retrace``); arrays are (P, steps + 1) over
+    the P cells, index 0 the random start.
 
-    x: (L,); spreads: (P, L); x_pred: (P,); line_labels: (P,).
-    """
-    fig, ax = plt.subplots(figsize=(6.0, 4.0), constrained_layout=True)
-    for p, lab in enumerate(line_labels):
-        c = f"C{p}"
-        ax.plot(x, np.maximum(spreads[p], floor), color=c, lw=1.6, label=lab)
-        if np.isfinite(x_pred[p]):
-            ax.axvline(x_pred[p], color=c, ls="--", lw=1,
-                       label=f"theory, {lab}: {x_pred[p]:.4g}")
-    ax.axhline(tol, color="k", ls=":", lw=1, label=f"collapse tolerance {tol:g}")
-    ax.set_yscale("log")
-    if log_x:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(r"minority spread $\max_{j,k\in B}\|z_j-z_k\|/\max_k\|z_k\|$")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, framealpha=0.85)
-    if out is not None:
-        fig.savefig(out, dpi=150)
-    return fig
+    cells: the ``analysis.cells`` entries; steps, m, optimizer, dtype: how they were
+    re-solved; objective: F; gap: F − F_final, F_final the smaller of the last F and the
+    stored objective of a converged cell; nc1: NC1 (NaN for m = 1); spread: the minority
+    spread of Z."""
+
+    cells: list
+    steps: int
+    m: int
+    optimizer: str
+    dtype: str
+    objective: np.ndarray
+    gap: np.ndarray
+    nc1: np.ndarray
+    spread: np.ndarray
 
 
-def _groups(counts):
-    """Consecutive runs of equal counts: [(first, stop, n_g), …] in class order."""
-    counts = np.asarray(counts, float)
-    cut = np.flatnonzero(np.diff(counts) != 0) + 1
-    starts = np.concatenate([[0], cut])
-    stops = np.concatenate([cut, [counts.size]])
-    return [(int(a), int(b), float(counts[a])) for a, b in zip(starts, stops)]
+def retrace(g, idx, steps: int, *, m: int | None = None) -> Retrace:
+    """Re-solve the cells with flat indices ``idx`` for ``steps`` optimiser steps with
+    ``ncjax.trace``: the run's UFM optimiser and dtype, each cell's own random start
+    (key_index = its flat index) and m features per class (default the run's; another m
+    is another random start). A convex-method run is traced with the UFM solver."""
+    grid = spec.expand(g.spec)
+    sol, prm = g.spec.solver, grid.params
+    m = int(m if m is not None else g.spec.problem.get("m", 1))
+    opts = {k: sol[k] for k in ("optimizer", "learning_rate", "memory_size", "dtype")
+            if k in sol}
+    cs = analysis.cells(g, idx)
+    F, gap, nc1, spread = [], [], [], []
+    for c in cs:
+        i = c["index"]
+        t = _trace.trace(c["counts"], prm["lam_W"][i], prm["lam_H"][i], prm["lam_b"][i],
+                         steps=steps, d=int(prm["d"][i]), m=m, seed=int(prm["seed"][i]),
+                         key_index=i, **opts)
+        f = t.objective.astype(float)
+        stored = c["objective"] if c["status"] == "converged" else np.nan
+        F.append(f)
+        gap.append(f - np.nanmin([f[-1], stored]))
+        nc1.append(t.nc1)
+        spread.append(t.minority_spread_Z)
+    return Retrace(cs, int(steps), m, opts.get("optimizer", "lbfgs"),
+                   opts.get("dtype", "float32"), np.array(F), np.array(gap), np.array(nc1),
+                   np.array(spread))
 
 
-def z_heatmaps(Zs, counts, titles, *, out=None, per_row=3):
-    """Class-mean logits Z (K × K, column k = z_k = W h̄_k) as heatmaps, one panel per
-    chosen cell: diverging colour map centred at 0 (each panel its own symmetric scale,
-    ±max|Z|), class groups (runs of equal n_k: A, B for two clusters) marked by lines and
-    labelled with their count.
-
-    Zs: (P, K, K); counts: (P, K) class counts of each panel; titles: (P,) strings.
-    Returns the figure; saved to ``out`` (.png or .pdf) when given.
-    """
-    from matplotlib.colors import TwoSlopeNorm
-
-    Zs = np.asarray(Zs, float)
-    P, K = Zs.shape[0], Zs.shape[-1]
-    cols = min(P, per_row)
-    rows = -(-P // cols)
-    fig, axs = plt.subplots(rows, cols, figsize=(3.5 * cols, 3.9 * rows),
-                            constrained_layout=True, squeeze=False)
-    for p in range(rows * cols):
-        ax = axs[p // cols, p % cols]
-        if p >= P:
-            ax.set_axis_off()
-            continue
-        Z = Zs[p]
-        vmax = float(np.max(np.abs(Z))) or 1.0
-        im = ax.imshow(Z, cmap="RdBu_r", norm=TwoSlopeNorm(0.0, -vmax, vmax),
-                       interpolation="nearest")
-        fig.colorbar(im, ax=ax, shrink=0.82, format="%.2g")
-        groups = _groups(counts[p])
-        names = ("A", "B") if len(groups) == 2 else tuple(f"g{i + 1}" for i in range(len(groups)))
-        ticks, labels = [], []
-        for (a, b, n_g), name in zip(groups, names):
-            ticks.append((a + b - 1) / 2)
-            labels.append(f"{name}\n$n$={n_g:.4g}")
-            if a > 0:
-                for line in (ax.axvline, ax.axhline):
-                    line(a - 0.5, color="k", lw=1.0)
-        ax.set_xticks(ticks, labels, fontsize=7)
-        ax.set_yticks(ticks, [lab.replace("\n", " ") for lab in labels], fontsize=7,
-                      rotation=90, va="center")
-        ax.set_xlabel(r"class $k$ (column $z_k$)", fontsize=8)
-        ax.set_ylabel(r"logit of class $j$ (row)", fontsize=8)
-        ax.set_title(titles[p], fontsize=7.5)
-    if out is not None:
-        fig.savefig(out, dpi=150)
-    return fig
-
-
-def traces(step, gaps, nc1, spread, labels, *, title="", out=None):
-    """Objective and collapse metrics against optimiser steps, one line per traced cell:
-    F − F_final (log; non-positive values not drawn), NC1 (when given, m ≥ 2) and the
-    minority spread of Z, each in its own panel.
-
-    step: (S + 1,) step numbers; gaps: (P, S + 1); nc1: (P, S + 1) or None; spread:
-    (P, S + 1) max_{j,k∈B}‖z_j − z_k‖/max_k‖z_k‖; labels: (P,).
-    """
-    panels = [(gaps, r"$F - F_{\mathrm{final}}$")]
-    if nc1 is not None:
-        panels.append((nc1, r"NC1 $=\mathrm{Tr}(\Sigma_W\Sigma_B^\dagger)/K$"))
-    panels.append((spread, r"minority spread $\max_{j,k\in B}\|z_j-z_k\|/\max_k\|z_k\|$"))
-    fig, axs = plt.subplots(1, len(panels), figsize=(3.5 * len(panels), 3.6),
-                            constrained_layout=True)
-    for ax, (vals, ylabel) in zip(axs, panels):
-        vals = np.asarray(vals, float)
-        for p in range(vals.shape[0]):
-            ax.plot(step, np.where(vals[p] > 0, vals[p], np.nan), color=f"C{p}", lw=1.4,
-                    label=labels[p])
-        ax.set_yscale("log")
-        ax.set_xlabel("optimiser step")
-        ax.set_ylabel(ylabel)
-        ax.set_xlim(step[0], step[-1])
-    fig.legend(*axs[0].get_legend_handles_labels(), loc="outside lower center",
-               ncol=min(len(labels), 2), fontsize=7.5, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    if out is not None:
-        fig.savefig(out, dpi=150)
-    return fig
+def trace(traced: Retrace, *, name: str = "", out=None):
+    """F − F_final, NC1 (m ≥ 2) and the minority spread of Z against the optimiser step of
+    re-solved cells (``retrace``; ``draw.traces``), one line per cell."""
+    labels = [f"cell {c['index']}: "
+              + ", ".join(f"{AXIS_SYMBOLS.get(k, k)}={_fmt(v)}" for k, v in c["values"].items())
+              + f", $\\lambda/\\lambda^*$={c['ratio']:.3g}" for c in traced.cells]
+    return draw.traces(np.arange(traced.steps + 1), traced.gap,
+                       traced.nc1 if traced.m > 1 else None, traced.spread, labels,
+                       title=f"{_head(name)}{traced.optimizer}, {traced.dtype}, m = {traced.m}, "
+                             "re-solved from each cell's random start", out=out)

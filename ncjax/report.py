@@ -1,334 +1,20 @@
-"""Agreement figures of a loaded sweep (``ncjax report``): measured against predicted.
-
-Small pure functions of a ``sweep.SweepGrid``, each returning a dict of numbers:
-``agreement`` (measured minority collapse vs λ ≥ λ*), ``boundary`` (the measured crossing
-of the minority spread through COLLAPSE_TOL along the run's λ-like or sample-size axis
-vs the theory's), ``unconverged`` (cells by status), ``gap`` (certified duality gap),
-``cosines`` (class-mean-logit cosines at the smallest and largest sample size vs the ETF),
-``phase_map`` (a run over two of lam, c, n_A, n_B, n, ratio: the per-cell decision, majority
-over seeds, against the theory's); ``render`` turns them into markdown and ``write`` saves it.
+"""Text made from the numbers of ``ncjax.analysis``, ``ncjax.diagram`` and ``ncjax.groups``:
+the markdown report of a loaded sweep (``render``, ``write``: ``ncjax report``) and the
+lines the command line prints (``solution`` of one solve; ``show``; beside a figure
+``phase``, ``groups``, ``curves``, ``cells``, ``trace``; the notices ``slice_note``,
+``trace_note``; ``headline``). Each function returns a string (``write``: the path).
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ncjax import analysis
-from ncjax.validate import InputError
-from ncjax.tolerances import COLLAPSE_TOL, FAR
+from ncjax import analysis, diagram
+from ncjax.tolerances import COLLAPSE_TOL, FAR, GAP_TOL
 
-LAMBDA_AXES = ("lam", "c")
-SAMPLE_AXES = ("n_A", "n", "n_B", "ratio")
-MAX_LISTED = 20     # unconverged cells listed
 MAX_ROWS = 40       # rows of the per-line tables
-# Axes a phase diagram is drawn over: those that move λ/λ* (lam_b, K's and seed do not).
-PHASE_AXES = ("lam", "c", "n_A", "n_B", "n", "ratio")
-
-
-def lines(g, axis: str):
-    """Yield (other-axis values dict, index tuple selecting the line along ``axis``)."""
-    names = list(g.axes)
-    ax = names.index(axis)
-    others = [n for n in names if n != axis]
-    for idx in np.ndindex(*[g.axes[n].size for n in others]):
-        full = list(idx)
-        full.insert(ax, slice(None))
-        yield {n: g.axes[n][i].item() for n, i in zip(others, idx)}, tuple(full)
-
-
-def agreement(g) -> dict:
-    """Measured minority collapse (metrics.minority_collapsed) vs the theory's
-    (theory.minority_collapse = λ ≥ λ*), over the solved cells and over those with
-    |λ/λ* − 1| > FAR."""
-    if not g.done.any():
-        return {"solved": 0, "agree": 0, "fraction": np.nan, "far": 0, "far_agree": 0,
-                "far_fraction": np.nan}
-    m, t = g["metrics.minority_collapsed"], g["theory.minority_collapse"]
-    solved = g.done & np.isfinite(m)
-    same = (m == t) & solved
-    with np.errstate(divide="ignore", invalid="ignore"):
-        far = solved & (np.abs(g["theory.lam"] / g["theory.lam_star"] - 1) > FAR)
-    n, k = int(solved.sum()), int(same.sum())
-    nf, kf = int(far.sum()), int((same & far).sum())
-    return {"solved": n, "agree": k, "fraction": k / n if n else np.nan,
-            "far": nf, "far_agree": kf, "far_fraction": kf / nf if nf else np.nan}
-
-
-def _axis_for_boundary(g):
-    """The λ-like axis (lam, then c) if the run has one; otherwise the sample-size axis
-    along which the theory's λ/λ* − 1 changes sign in the most lines (ties: SAMPLE_AXES
-    order), so a two-axis (ratio, n_B) run at λ = c/N is cut along n_B, not ratio."""
-    for name in LAMBDA_AXES:
-        if name in g.axes and g.axes[name].size > 1:
-            return name, "lambda"
-    cands = [a for a in SAMPLE_AXES if a in g.axes and g.axes[a].size > 1]
-    if len(cands) > 1 and g.done.any():
-        with np.errstate(divide="ignore", invalid="ignore"):
-            f = g["theory.lam"] / g["theory.lam_star"] - 1
-        order = {a: np.argsort(np.asarray(g.axes[a], float)) for a in cands}
-        hits = [sum(np.isfinite(_sign_change(np.sort(np.asarray(g.axes[a], float)),
-                                             f[idx][order[a]]))
-                    for _, idx in lines(g, a)) for a in cands]
-        return cands[int(np.argmax(hits))], "sample"
-    return (cands[0], "sample") if cands else (None, None)
-
-
-def _sign_change(x, f):
-    """First x where f (NaN ignored) changes sign, by linear interpolation; NaN if none."""
-    ok = np.isfinite(f)
-    x, f = x[ok], f[ok]
-    s = np.sign(f)
-    for i in range(x.size - 1):
-        if s[i] == 0:
-            return float(x[i])
-        if s[i] * s[i + 1] < 0:
-            return float(x[i] + f[i] / (f[i] - f[i + 1]) * (x[i + 1] - x[i]))
-    return float(x[-1]) if x.size and s[-1] == 0 else np.nan
-
-
-def _crossing(x, spread, rising: bool):
-    """``analysis.collapse_threshold`` along increasing x (collapse as x rises), or, when
-    the collapse comes as x falls (``rising`` False), along 1/x mapped back."""
-    if rising:
-        return analysis.collapse_threshold(x, spread, COLLAPSE_TOL)
-    est, lo, hi = analysis.collapse_threshold(1 / x[::-1], spread[::-1], COLLAPSE_TOL)
-    return 1 / est, 1 / lo, 1 / hi  # lo/hi swap meaning: bracket in x is (hi, lo) sorted
-
-
-def _root(x, spread, rising: bool):
-    """``analysis.spread_root`` along increasing x, or (``rising`` False) along 1/x."""
-    if rising:
-        return analysis.spread_root(x, spread, COLLAPSE_TOL)
-    return 1 / analysis.spread_root(1 / x[::-1], spread[::-1], COLLAPSE_TOL)
-
-
-def boundary(g) -> dict:
-    """Per line along the λ-like axis (lam, else c; or, with neither, a sample-size axis)
-    for every combination of the other axes: the measured crossing of
-    metrics.minority_spread_Z through COLLAPSE_TOL (converged cells only) against the
-    predicted one (λ*: theory.lam_star, or theory.c_star on a c axis; on a sample-size
-    axis the sign change of theory.lam/theory.lam_star − 1, interpolated linearly).
-    Each line also carries ``zero``: where the spread reaches 0 (``analysis.spread_root``,
-    second order in the grid step, where the tolerance crossing is first order) and its
-    ``zero_deviation``. Returns axis, mode ("lambda", "sample" or None), lines (list of
-    dicts), and over the lines with both crossings: count, max_dev (|measured/predicted −
-    1|), median_dev, worst (that line's dict); max_dev_zero, median_dev_zero, zeros (lines
-    with a root) for ``zero``."""
-    axis, mode = _axis_for_boundary(g)
-    out = {"axis": axis, "mode": mode, "lines": [], "measured": 0, "max_dev": np.nan,
-           "median_dev": np.nan, "worst": None, "zeros": 0, "max_dev_zero": np.nan,
-           "median_dev_zero": np.nan}
-    if axis is None or not g.done.any():
-        return out
-    x_all = np.asarray(g.axes[axis], float)
-    order = np.argsort(x_all)
-    x = x_all[order]
-    ok = g.status == "converged"
-    spread = np.where(ok, g["metrics.minority_spread_Z"], np.nan)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f = g["theory.lam"] / g["theory.lam_star"] - 1
-    pred_field = g["theory.c_star" if axis == "c" else "theory.lam_star"]
-    for where, idx in lines(g, axis):
-        s = spread[idx][order]
-        if mode == "lambda":
-            p = pred_field[idx][order]
-            p = p[np.isfinite(p)]
-            pred = float(p[0]) if p.size else np.nan
-            rising = True
-        else:
-            fl = f[idx][order]
-            pred = _sign_change(x, fl)
-            fin = fl[np.isfinite(fl)]
-            rising = not (fin.size >= 2 and fin[-1] < fin[0])
-        est, lo, hi = _crossing(x, s, rising)
-        dev = est / pred - 1 if np.isfinite(est) and np.isfinite(pred) and pred != 0 else np.nan
-        zero = _root(x, s, rising)
-        zdev = zero / pred - 1 if np.isfinite(zero) and np.isfinite(pred) and pred != 0 else np.nan
-        note = ("" if np.isfinite(est) else "not collapsed anywhere" if np.isfinite(lo)
-                else "collapsed everywhere" if np.isfinite(hi) else "no converged cell")
-        if not np.isfinite(pred):
-            note += ("; " if note else "") + "no predicted crossing on the grid"
-        out["lines"].append({"where": where, "measured": est, "predicted": pred,
-                             "deviation": dev, "bracket": tuple(sorted((lo, hi))),
-                             "zero": zero, "zero_deviation": zdev,
-                             "rising": rising, "note": note})
-    devs = np.array([ln["deviation"] for ln in out["lines"]], float)
-    have = np.isfinite(devs)
-    out["measured"] = int(have.sum())
-    if have.any():
-        a = np.abs(devs)
-        out["max_dev"] = float(np.nanmax(a))
-        out["median_dev"] = float(np.nanmedian(a))
-        out["worst"] = out["lines"][int(np.nanargmax(a))]
-    zd = np.abs(np.array([ln["zero_deviation"] for ln in out["lines"]], float))
-    out["zeros"] = int(np.isfinite(zd).sum())
-    if out["zeros"]:
-        out["max_dev_zero"] = float(np.nanmax(zd))
-        out["median_dev_zero"] = float(np.nanmedian(zd))
-    return out
-
-
-def unconverged(g) -> dict:
-    """Cells whose status is neither "converged" nor "missing": counts per status, and
-    the first MAX_LISTED with their axis values; "missing" counted apart."""
-    names = list(g.axes)
-    bad = (g.status != "converged") & (g.status != "missing")
-    st, cnt = np.unique(g.status[bad].astype(str), return_counts=True)
-    listed = []
-    for idx in zip(*np.nonzero(bad)):
-        if len(listed) == MAX_LISTED:
-            break
-        listed.append({"status": str(g.status[idx]),
-                       **{n: g.axes[n][i].item() for n, i in zip(names, idx)}})
-    return {"total": int(g.status.size), "converged": int(np.sum(g.status == "converged")),
-            "missing": int(np.sum(g.status == "missing")), "count": int(bad.sum()),
-            "by_status": {str(s): int(c) for s, c in zip(st, cnt)}, "listed": listed}
-
-
-def gap(g) -> dict | None:
-    """Largest certified duality gap F − F* (absolute, and relative to max(1, |F|)) over
-    the solved cells; None without a "gap" field."""
-    if "gap" not in g.fields or not np.isfinite(g["gap"]).any():
-        return None
-    gp = g["gap"]
-    rel = gp / np.maximum(1.0, np.abs(g["objective"]))
-    i = np.unravel_index(np.nanargmax(gp), gp.shape)
-    return {"max_abs": float(np.nanmax(gp)), "max_rel": float(np.nanmax(rel)),
-            "where": {n: g.axes[n][k].item() for n, k in zip(g.axes, i)},
-            "cells": int(np.isfinite(gp).sum())}
-
-
-def cosines(g) -> dict | None:
-    """With a sample-size axis (n_A, n, n_B or ratio) spanning a range: cos_Z_AA, _BB, _AB
-    at its smallest and largest value for each combination of the other axes, beside the
-    ETF cosine −1/(K−1) (theory.etf_cosine). None otherwise."""
-    axis = next((a for a in SAMPLE_AXES if a in g.axes and np.ptp(g.axes[a]) > 0), None)
-    if axis is None or not g.done.any():
-        return None
-    x = np.asarray(g.axes[axis], float)
-    lo, hi = int(np.argmin(x)), int(np.argmax(x))
-    rows = []
-    for where, idx in lines(g, axis):
-        row = {"where": where, "small": x[lo], "large": x[hi]}
-        for pair in ("AA", "BB", "AB"):
-            v = g[f"metrics.cos_Z_{pair}"][idx]
-            row[f"{pair}_small"], row[f"{pair}_large"] = float(v[lo]), float(v[hi])
-        e = g["theory.etf_cosine"][idx]
-        e = e[np.isfinite(e)]
-        row["etf"] = float(e[0]) if e.size else np.nan
-        rows.append(row)
-    return {"axis": axis, "rows": rows}
-
-
-def phase_axes(g):
-    """(x, y): the first two axes of the run, in file order, among PHASE_AXES with more
-    than one value; None if there are fewer than two."""
-    names = [a for a in g.axes if a in PHASE_AXES and g.axes[a].size > 1]
-    return (names[0], names[1]) if len(names) >= 2 else None
-
-
-def phase_map(g) -> dict | None:
-    """A run over two of PHASE_AXES as a phase diagram: per cell (rows y, columns x), the
-    measured minority-collapse decision (majority over the seed axis, converged solves
-    only) against the theory's (λ ≥ λ*), ``analysis.decision_categories`` with "near"
-    meaning |λ/λ* − 1| ≤ FAR. Other axes except seed are sliced at their first value.
-    None for runs with fewer than two such axes or no solved cell.
-
-    Returns a dict: x, y (axis names), xv (nx,), yv (ny,), sliced (axis → value), seeds
-    (S), spread (ny, nx) minority spread of Z of the first seed (NaN unless converged),
-    frac (ny, nx) fraction of converged seeds collapsed (NaN: none), zero_frac (ny, nx)
-    fraction whose Z counts as 0 (metrics.zero_solution), n_conv (ny, nx),
-    predicted (ny, nx) bool, ratio (ny, nx) λ/λ*, star (ny, nx) log(λ/λ*) (its zero
-    contour is the theory's boundary), zero (ny, nx) log(λ/λ_0) with λ_0 = sqrt(n_max)/N
-    when the largest count is shared (Z = 0 above it; None if never), y_star / y_zero
-    (nx,) the same thresholds in the y axis' units when y is lam or c (else None),
-    category (ny, nx) int, counts (DECISION_NAMES → cells), split (cells whose seeds
-    disagree), scored / agree (cells farther than FAR from λ* with a converged solve /
-    whose majority equals the theory), listed (the first MAX_LISTED disagreeing cells).
-    """
-    axes = phase_axes(g)
-    if axes is None or not g.done.any():
-        return None
-    x, y = axes
-    sliced = {k: v[0].item() for k, v in g.axes.items() if k not in (x, y, "seed")}
-    if sliced:
-        g = g.sel(**sliced)
-    names = list(g.axes)
-    perm = [names.index(y), names.index(x)] + ([names.index("seed")] if "seed" in names else [])
-    seeds = g.axes["seed"].size if "seed" in names else 1
-
-    def cells(a):
-        """(ny, nx, S, ...) from a grid field."""
-        a = np.transpose(a, perm + list(range(len(names), a.ndim)))
-        return a if "seed" in names else a[:, :, None]
-
-    conv = cells(g.status == "converged")
-    collapsed = cells(g["metrics.minority_collapsed"]).astype(float)
-    collapsed = np.where(conv, collapsed, np.nan)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # cells with no converged seed
-        frac = np.nanmean(collapsed, axis=2)
-        zero_frac = np.nanmean(np.where(conv, cells(g["metrics.zero_solution"]), np.nan),
-                               axis=2)
-        theory = {k: np.nanmax(cells(g[f"theory.{k}"]).astype(float), axis=2)
-                  for k in ("lam", "lam_star", "minority_collapse", "group_threshold")}
-    spread = np.where(conv[:, :, 0], cells(g["metrics.minority_spread_Z"])[:, :, 0], np.nan)
-    lam, lam_star = theory["lam"], theory["lam_star"]
-    lam_zero = np.max(theory["group_threshold"], axis=-1)  # sqrt(n_max)/N, inf: not shared
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = lam / lam_star
-        star = np.log(ratio)
-        zero = np.where(np.isfinite(lam_zero), np.log(lam / lam_zero), np.nan)
-    near = np.abs(ratio - 1) <= FAR
-    predicted = theory["minority_collapse"] == 1
-    category = analysis.decision_categories(frac, predicted, near)
-    y_star = y_zero = None
-    if y in LAMBDA_AXES:
-        unit = 1.0 if y == "lam" else np.asarray(g.axes[y], float)[:, None] / lam  # N
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            y_star = np.nanmax(lam_star * unit, axis=0)
-            y_zero = np.nanmax(np.where(np.isfinite(lam_zero), lam_zero * unit, np.nan),
-                               axis=0)
-    scored = np.isin(category, (analysis.AGREE_COLLAPSED, analysis.AGREE_NOT,
-                                analysis.FALSE_COLLAPSE, analysis.MISSED_COLLAPSE))
-    agree = np.isin(category, (analysis.AGREE_COLLAPSED, analysis.AGREE_NOT))
-    xv, yv = np.asarray(g.axes[x]), np.asarray(g.axes[y])
-    listed = [{x: xv[j].item(), y: yv[i].item(), "lam/lam*": float(ratio[i, j]),
-               "collapsed seeds": f"{int(np.nansum(collapsed[i, j]))} of {int(conv[i, j].sum())}",
-               "category": analysis.DECISION_NAMES[category[i, j]]}
-              for i, j in zip(*np.nonzero(scored & ~agree))][:MAX_LISTED]
-    return {"x": x, "y": y, "xv": xv, "yv": yv, "sliced": sliced, "seeds": seeds,
-            "spread": spread, "frac": frac, "zero_frac": zero_frac, "n_conv": conv.sum(axis=2),
-            "predicted": predicted, "ratio": ratio, "star": star,
-            "zero": zero if np.isfinite(zero).any() else None,
-            "y_star": y_star, "y_zero": y_zero if y_zero is not None and np.isfinite(y_zero).any()
-            else None, "category": category,
-            "counts": {name: int(np.sum(category == code))
-                       for code, name in enumerate(analysis.DECISION_NAMES)},
-            "split": int(np.sum((frac > 0) & (frac < 1))),
-            "scored": int(scored.sum()), "agree": int((scored & agree).sum()), "listed": listed}
-
-
-def cell_index(g, where: dict) -> int:
-    """Flat (C-order) index of the grid cell nearest to ``where`` (axis name → value: each
-    named axis at its nearest grid value, every other axis at its first value). It is the
-    cell's key_index in the sweep (its random start)."""
-    unknown = sorted(set(where) - set(g.axes))
-    if unknown:
-        raise InputError(f"no axis {unknown}; the axes are {list(g.axes)}")
-    idx = [int(np.argmin(np.abs(np.asarray(v, float) - float(where[k])))) if k in where else 0
-           for k, v in g.axes.items()]
-    return int(np.ravel_multi_index(idx, g.shape))
-
-
-def cell_values(g, i: int) -> dict:
-    """Axis name → value of the cell with flat index ``i``."""
-    idx = np.unravel_index(int(i), g.shape)
-    return {k: v[j].item() for (k, v), j in zip(g.axes.items(), idx)}
 
 
 def _f(v, fmt=".6g") -> str:
@@ -339,7 +25,209 @@ def _where(d: dict) -> str:
     return ", ".join(f"{k}={v:g}" for k, v in d.items()) or "(the single line)"
 
 
+def _values(d: dict) -> str:
+    """Axis values of a cell, plain: ``k=v`` with 4 significant digits for floats."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in d.items())
+
+
+def _interval(lo, hi) -> str:
+    return f"[{lo:.6g}, {hi:.6g}]"
+
+
+def solution(r) -> str:
+    """A readable report of one solved configuration (an ``ncjax.solve`` result: counts,
+    λ's, status, objective, gap, metrics, theory, Z), as ``ncjax solve`` prints it."""
+    m, t = r.metrics, r.theory
+    K = r.counts.shape[-1]
+    yes = lambda v: "yes" if v else "no"
+    lines = [
+        f"UFM  K={K}  N={r.counts.sum():g}  counts={np.array2string(r.counts, separator=',')}",
+        f"     lam_W={r.lam_W:g}  lam_H={r.lam_H:g}  lam_b={r.lam_b:g} (half convention)"
+        f"  lam=sqrt(lam_W lam_H)={t['lam']:.6g}  c=lam*N={t['c']:.6g}",
+        f"status     {r.status} after {r.steps} steps, |grad| = {r.grad_norm:.2e}",
+        f"objective  F = {r.objective:.10g}   convex P(Z,b) = {m['convex_objective']:.10g}",
+        f"certified  F - F* <= {r.gap:.2e} (duality gap, float64)",
+        f"NC1        {m['nc1']:.3e}   within-class spread {m['within_spread']:.3e}",
+        f"minority   spread Z {m['minority_spread_Z']:.3e}  W {m['minority_spread_W']:.3e}"
+        f"  H {m['minority_spread_H']:.3e}",
+        f"           collapsed (measured) {yes(m['minority_collapsed'])}"
+        f"   predicted {yes(t['minority_collapse'])}  (lam* = sqrt(n_B)/N = {t['lam_star']:.6g})",
+        f"cosines Z  within A {m['cos_Z_AA']:+.4f}  within B {m['cos_Z_BB']:+.4f}"
+        f"  A-B {m['cos_Z_AB']:+.4f}   (ETF {t['etf_cosine']:+.4f})",
+        "Z (column k = W h_k):",
+        np.array2string(r.Z, precision=3, suppress_small=True, max_line_width=120),
+    ]
+    return "\n".join(lines)
+
+
+def show(s: dict, where) -> str:
+    """Axes, progress, status counts and headline metrics of a loaded sweep at ``where``
+    (``ncjax show``), from ``analysis.summary``."""
+    lines = [f"run {where}: grid {' x '.join(map(str, s['shape']))} = {s['size']} configurations"]
+    for name, (size, lo, hi) in s["axes"].items():
+        lines.append(f"  axis {name:6s} {size:4d} values  {lo:g} .. {hi:g}")
+    lines.append("  status " + ", ".join(f"{n} {c}" for n, c in s["status"].items()))
+    if "collapse" in s:
+        c = s["collapse"]
+        lines.append(f"  minority collapse measured in {c['measured']} of {c['solved']} solved "
+                     f"cells, predicted in {c['predicted']}; they differ in {c['differ']}")
+        lo, hi = s["objective"]
+        lines.append(f"  objective {lo:.6g} .. {hi:.6g}"
+                     + (f"; max |grad| {s['max_grad']:.2e}" if s["max_grad"] is not None else ""))
+        if "gap" in s:
+            gap, rel = s["gap"]
+            lines.append(f"  certified gap F - F* <= {gap:.2e} "
+                         f"(relative {rel:.2e}) in every solved cell")
+    return "\n".join(lines)
+
+
+def slice_note(shown: dict, seeds: int = 1) -> str | None:
+    """The notice that a figure shows one slice of the grid (None when it shows all);
+    ``seeds`` > 1: the decision panel of a phase diagram takes their majority."""
+    if not shown:
+        return None
+    return (f"plotting the slice {shown}"
+            + (f" (spread panel; the decision panel takes the majority of {seeds} seeds)"
+               if seeds > 1 else ""))
+
+
+def phase(ph: dict) -> str:
+    """The agreement of a phase diagram (``diagram.phase_map``): the scored fraction, the
+    disagreeing categories and the listed disagreeing cells."""
+    S = ph["seeds"]
+    per_N = f" = {ph['c']:g}/N" if ph["c"] is not None else ""
+    frac = ph["agree"] / ph["scored"] if ph["scored"] else float("nan")
+    lines = [f"measured collapse agrees with lam* = sqrt(n_B)/N{per_N} in {frac:.1%} of the "
+             f"{ph['scored']} solved cells farther than 2% from it"
+             + (f" (majority of {S} seeds; the seeds disagree among themselves in "
+                f"{ph['split']} cells)" if S > 1 else "")]
+    for name, n in list(ph["counts"].items())[diagram.AGREE_COLLAPSED:]:
+        if n and name in diagram.DECISION_NAMES[2:4]:
+            lines.append(f"  {name}: {n} cells")
+    for d in ph["listed"]:
+        lines.append("  " + ", ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}: {v}"
+                                      for k, v in d.items()))
+    return "\n".join(lines)
+
+
+def groups(t: dict) -> str:
+    """The group thresholds of a "steps" run (``groups.thresholds``): one line per group,
+    the Z = 0 line and one line per neighbouring pair (merge)."""
+    c_axis = t["axis"] == "c"
+    sym = "c" if c_axis else "lam"
+    per_N = "" if c_axis else "/N"
+    steps = "[" + ", ".join(f"[{k}, {v:g}]" for k, v in t["groups"]) + "]"
+    ok = t["certified"]
+    L = [f"group thresholds, profile steps {steps}, "
+         f"N = {t['N']:g}: conjecture {sym}_g = {'sqrt(n_g)' if c_axis else 'sqrt(n_g)/N'}; "
+         f"measured: group spread of Z <= {COLLAPSE_TOL:g} from there on "
+         f"({int(ok.sum())} of {ok.size} cells certified: converged, gap <= {GAP_TOL:g})"]
+    for r in t["rows"]:
+        if r["K_g"] < 2:
+            L.append(f"  n_g={r['n_g']:g} K_g=1 predicted=none (one class: nothing to collapse)")
+            continue
+        est, lo, hi, pred = r["measured"], r["lo"], r["hi"], r["predicted"]
+        if np.isfinite(est):
+            got = (f"measured={est:.6g} deviation={est / pred - 1:+.2%} "
+                   f"bracket={_interval(lo, hi)}")
+            if np.isfinite(r["zero"]):
+                got += f" spread->0 at {r['zero']:.6g} ({r['zero'] / pred - 1:+.3%})"
+        elif np.isfinite(hi):
+            got = f"measured=below {hi:.6g} (collapsed at every certified point)"
+        elif np.isfinite(lo):
+            got = f"measured=above {lo:.6g} (not collapsed at the largest certified point)"
+        else:
+            got = "measured=none (no certified point)"
+        L.append(f"  n_g={r['n_g']:g} K_g={r['K_g']} predicted={pred:.6g} {got}")
+
+    z = t["zero"]
+    exact = (f"; exact condition ||N G(pi)||_op{per_N} = {z['exact']:.6g}"
+             if z["exact"] is not None else "")
+    shared = (f"sqrt(n_max){per_N} = {z['shared']:.6g} (n_max shared by {z['K_max']} classes)"
+              if z["shared"] is not None else
+              f"n_max held by one class (sqrt(n_max){per_N} not claimed)")
+    lo, hi = z["lo"], z["hi"]
+    where = (f"from {sym} in {_interval(lo, hi)}" if np.isfinite(lo) and np.isfinite(hi)
+             else "nowhere on the grid" if np.isfinite(lo) else "at every certified point")
+    if np.isfinite(z["z0"]):
+        where += f", max_k ||z_k|| -> 0 at {z['z0']:.6g}"
+    L.append(f"  Z = 0 measured {where}; {shared}{exact}")
+
+    for m in t["merges"]:
+        pair = f"n_g={m['pair'][0]:g} and n_g={m['pair'][1]:g}"
+        if np.isfinite(m["measured"]):
+            L.append(f"  merge {pair}: one cluster from {sym}={m['measured']:.6g} "
+                     f"bracket={_interval(m['lo'], m['hi'])} until Z = 0")
+        elif np.isfinite(m["hi"]):
+            L.append(f"  merge {pair}: one cluster at every certified point with Z != 0")
+        else:
+            L.append(f"  merge {pair}: apart wherever Z != 0")
+    return "\n".join(L)
+
+
+def curves(cv: dict) -> str:
+    """Per line of a one-axis run (``analysis.curves``): the cosines at its two ends
+    against the ETF (angles), or the measured crossing against the theory's (spread)."""
+    if cv["kind"] == "angles":
+        cos = cv["cosines"]
+        axis = cos["axis"]
+        labels = [analysis.line_label(r["where"]) for r in cos["rows"]]
+        return "\n".join(
+            f"{lab}: {axis} {r['small']:g} -> {r['large']:g}: "
+            + "  ".join(f"cos {k} {r[k + '_small']:+.5f} -> {r[k + '_large']:+.5f}"
+                        for k in ("AA", "BB", "AB")) + f"  (ETF {r['etf']:+.5f})"
+            for r, lab in zip(cos["rows"], labels))
+    b = cv["boundary"]
+    axis = b["axis"]
+    labels = [analysis.line_label(ln["where"]) for ln in b["lines"]]
+    return "\n".join(
+        f"{lab}: measured {axis} {ln['measured']:.6g}, theory {ln['predicted']:.6g}"
+        f" ({ln['deviation']:+.3%})" + (f"  {ln['note']}" if ln["note"] else "")
+        for ln, lab in zip(b["lines"], labels))
+
+
+def cell(c: dict) -> str:
+    """One chosen cell (an ``analysis.cells`` entry): its axis values, N, λ/λ*, the
+    measured and the predicted decision."""
+    return (f"cell {c['index']}: {_values(c['values'])}"
+            + f" | N={c['N']:g}, lam/lam*={c['ratio']:.3g}; measured {c['measured']}, "
+              f"theory {c['theory']}")
+
+
+def cells(cs: list[dict]) -> str:
+    """One line per chosen cell: ``cell`` with its spread, max|Z| and status."""
+    return "\n".join(cell(c) + f" | spread {c['spread']:.3g}, max|Z| "
+                               f"{np.abs(c['Z']).max():.3g}, status {c['status']}"
+                     for c in cs)
+
+
+def trace_note(solver: dict) -> str | None:
+    """The notice that a convex-method run (``solver``: its spec's [solver] table) is
+    traced with the UFM solver, the convex method having no path in (W, H, b)."""
+    if solver.get("method", "ufm") != "convex":
+        return None
+    return ("this run used the convex method, which has no path in (W, H, b); tracing the "
+            f"UFM solver ({solver.get('optimizer', 'lbfgs')}) from each cell's random start")
+
+
+def trace(traced) -> str:
+    """One line per re-solved cell (a ``plot.Retrace``): F at the start and after the
+    steps beside the stored objective, NC1 (m ≥ 2) and the minority spread."""
+    lines = []
+    for c, F, nc1, s in zip(traced.cells, traced.objective, traced.nc1, traced.spread):
+        lines.append(
+            f"cell {c['index']} ({_values(c['values'])}, lam/lam*={c['ratio']:.3g}): "
+            f"F {F[0]:.8g} -> {F[-1]:.10g} after {traced.steps} steps (stored objective "
+            f"{c['objective']:.10g}, {c['status']})"
+            + (f"; NC1 {nc1[0]:.3g} -> {nc1[-1]:.3g}" if traced.m > 1 else "")
+            + f"; minority spread {s[0]:.3g} -> {s[-1]:.3g}")
+    return "\n".join(lines)
+
+
 def headline(a: dict) -> str:
+    """One line: how often the measured minority collapse matches the theory
+    (``analysis.agreement``)."""
     return (f"minority collapse matches the theory in {a['agree']} of {a['solved']} solved "
             f"cells ({_f(a['fraction'], '.2%')}); in {a['far_agree']} of {a['far']} cells "
             f"farther than {FAR:.0%} from lam* ({_f(a['far_fraction'], '.2%')})")
@@ -347,7 +235,8 @@ def headline(a: dict) -> str:
 
 def render(g, title: str = "sweep") -> str:
     """The markdown report of a loaded grid."""
-    a, b, u, gp, c = agreement(g), boundary(g), unconverged(g), gap(g), cosines(g)
+    a, b, u = analysis.agreement(g), analysis.boundary(g), analysis.unconverged(g)
+    gp, c = analysis.gap(g), analysis.cosines(g)
     L = [f"# ncjax report: {title}", "",
          f"Grid {' x '.join(map(str, g.shape))} = {g.status.size} cells; axes: "
          + ", ".join(f"{k} ({v.size} values, {v.min():g} .. {v.max():g})"
@@ -392,7 +281,7 @@ def render(g, title: str = "sweep") -> str:
                      f"{_f(ln['zero_deviation'], '+.4e')} | {ln['note']} |")
         if len(b["lines"]) > MAX_ROWS:
             L.append(f"\n({len(b['lines']) - MAX_ROWS} more lines not listed.)")
-    ph = phase_map(g)
+    ph = diagram.phase_map(g)
     if ph is not None:
         L += ["", f"## Per-cell decision over ({ph['x']}, {ph['y']})", "",
               f"{ph['yv'].size} x {ph['xv'].size} cells ({ph['y']} x {ph['x']})"

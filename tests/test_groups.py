@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from ncjax import analysis, sweep
+from ncjax import analysis, groups, sweep
 from ncjax.cli import main
 from ncjax.tolerances import COLLAPSE_TOL, GAP_TOL, ZERO_ATOL
 
@@ -110,3 +110,16 @@ def test_collapse_threshold_edges():
     # a straight line s = 4 - λ reaches 0 at λ = 4 exactly; a jump has no zero crossing
     assert analysis.spread_zero([1.0, 2.0, 3.0, 4.5], [3.0, 2.0, 1.0, 0.0]) == pytest.approx(4.0)
     assert np.isnan(analysis.spread_zero([1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 2.0, 0.0]))
+
+
+def test_zero_condition_against_numpy():
+    """‖G(π)‖_op (``groups.zero_condition``, through the dual's G) against G(π) written out
+    in numpy, and against the proved threshold sqrt(n_max)/N where n_max is shared."""
+    for n in ([500.0] * 5 + [100.0] * 5, [900.0, 400.0, 400.0, 400.0, 100.0, 100.0]):
+        n = np.array(n)
+        N = n.sum()
+        q = np.outer(n / N, np.ones(n.size))  # column k: q_k = π
+        G = (q - np.eye(n.size)) * (np.sqrt(n) / N)[None, :]
+        assert groups.zero_condition(n) == pytest.approx(np.linalg.norm(G, 2), rel=1e-12)
+    assert groups.zero_condition(np.array([500.0] * 5 + [100.0] * 5)) == pytest.approx(
+        np.sqrt(500) / 3000, rel=1e-12)

@@ -7,11 +7,12 @@ import re
 import jax
 import numpy as np
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from ncjax import analysis, metrics, report, sweep
+from ncjax import analysis, diagram, draw, metrics, plot, problem, spec, sweep
 from ncjax.cli import main
 from tests.conftest import run_spec
-from ncjax.metrics import COLLAPSE_TOL
+from ncjax.tolerances import COLLAPSE_TOL
 from ncjax.dtypes import x64
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -65,11 +66,11 @@ def test_decision_categories_by_hand():
     frac = np.array([1.0, 0.0, 1.0, 0.0, 2 / 3, 0.5, np.nan, 1.0])
     pred = np.array([True, False, False, True, True, True, True, False])
     near = np.array([False, False, False, False, False, False, False, True])
-    want = [analysis.AGREE_COLLAPSED, analysis.AGREE_NOT, analysis.FALSE_COLLAPSE,
-            analysis.MISSED_COLLAPSE, analysis.AGREE_COLLAPSED,
-            analysis.MISSED_COLLAPSE,  # a tie is not a majority
-            analysis.UNSOLVED, analysis.NEAR]
-    np.testing.assert_array_equal(analysis.decision_categories(frac, pred, near), want)
+    want = [diagram.AGREE_COLLAPSED, diagram.AGREE_NOT, diagram.FALSE_COLLAPSE,
+            diagram.MISSED_COLLAPSE, diagram.AGREE_COLLAPSED,
+            diagram.MISSED_COLLAPSE,  # a tie is not a majority
+            diagram.UNSOLVED, diagram.NEAR]
+    np.testing.assert_array_equal(diagram.decision_categories(frac, pred, near), want)
 
 
 def test_spread_root_is_exact_for_a_quadratic_in_log_lambda():
@@ -105,17 +106,17 @@ def _own_decision(g, lam_over_star):
     near = np.abs(lam_over_star - 1) <= 0.02
     maj = frac > 0.5
     code = np.full(frac.shape, -1)
-    code[maj & pred] = analysis.AGREE_COLLAPSED
-    code[~maj & ~pred] = analysis.AGREE_NOT
-    code[maj & ~pred] = analysis.FALSE_COLLAPSE
-    code[~maj & pred] = analysis.MISSED_COLLAPSE
-    code[near] = analysis.NEAR
+    code[maj & pred] = diagram.AGREE_COLLAPSED
+    code[~maj & ~pred] = diagram.AGREE_NOT
+    code[maj & ~pred] = diagram.FALSE_COLLAPSE
+    code[~maj & pred] = diagram.MISSED_COLLAPSE
+    code[near] = diagram.NEAR
     return frac, code
 
 
 def test_phase_map_of_n_B_lam_against_numpy(nb_lam):
     g = sweep.load(nb_lam)
-    ph = report.phase_map(g)
+    ph = diagram.phase_map(g)
     assert (ph["x"], ph["y"], ph["seeds"]) == ("n_B", "lam", 2)
     n_B, lam = g.axes["n_B"], g.axes["lam"]
     star = np.sqrt(n_B) / (2 * 100 + 2 * n_B)  # λ* from the spec, by hand
@@ -125,9 +126,9 @@ def test_phase_map_of_n_B_lam_against_numpy(nb_lam):
     np.testing.assert_array_equal(ph["category"], code.T)
     np.testing.assert_allclose(ph["y_star"], star, rtol=1e-12)
     np.testing.assert_allclose(ph["y_zero"], np.sqrt(100) / (200 + 2 * n_B), rtol=1e-12)
-    assert ph["scored"] == int(np.sum(code <= analysis.MISSED_COLLAPSE))
+    assert ph["scored"] == int(np.sum(code <= diagram.MISSED_COLLAPSE))
     assert ph["agree"] == ph["scored"]  # every cell farther than 2% from λ* agrees
-    assert 0 < np.sum(code == analysis.AGREE_COLLAPSED) < code.size  # both phases present
+    assert 0 < np.sum(code == diagram.AGREE_COLLAPSED) < code.size  # both phases present
     # spread panel: the first seed's spread
     np.testing.assert_array_equal(ph["spread"], g["metrics.minority_spread_Z"][:, :, 0].T)
 
@@ -142,7 +143,7 @@ def test_plot_of_n_B_lam_draws_two_panels_and_prints_the_agreement(nb_lam, tmp_p
     n_B, lam = g.axes["n_B"], g.axes["lam"]
     ratio = lam[None, :] / (np.sqrt(n_B) / (200 + 2 * n_B))[:, None]
     _, code = _own_decision(g, ratio)
-    scored = int(np.sum(code <= analysis.MISSED_COLLAPSE))
+    scored = int(np.sum(code <= diagram.MISSED_COLLAPSE))
     assert (f"agrees with lam* = sqrt(n_B)/N in 100.0% of the {scored} solved cells farther "
             "than 2% from it (majority of 2 seeds") in captured.out
     pdf = tmp_path / "p.pdf"
@@ -176,7 +177,7 @@ def test_report_of_n_B_lam_against_numpy(nb_lam, tmp_path):
     star = np.sqrt(n_B) / (200 + 2 * n_B)
     _, code = _own_decision(g, lam[None, :] / star[:, None])
     assert "## Per-cell decision over (n_B, lam)" in text and "2 seed(s) per cell" in text
-    for c, name in enumerate(analysis.DECISION_NAMES):
+    for c, name in enumerate(diagram.DECISION_NAMES):
         assert f"- {name}: {int(np.sum(code == c))}\n" in text
     s = g["metrics.minority_spread_Z"]  # (n_B, lam, seed)
     devs = [abs(_own_root(lam, s[j, :, k], COLLAPSE_TOL) / star[j] - 1)
@@ -193,7 +194,7 @@ def test_report_of_n_B_lam_against_numpy(nb_lam, tmp_path):
 def test_ratio_n_B_run_phase_map_report_and_plot(ratio_nb, tmp_path, capsys):
     g = sweep.load(ratio_nb)
     assert (g.status == "converged").all()
-    ph = report.phase_map(g)
+    ph = diagram.phase_map(g)
     assert (ph["x"], ph["y"], ph["seeds"]) == ("ratio", "n_B", 1)
     n_B = g.axes["n_B"]
     ratio = np.broadcast_to(4.0 / np.sqrt(n_B)[None, :], g.shape)  # λ/λ* = c/sqrt(n_B)
@@ -215,9 +216,9 @@ def test_ratio_n_B_run_phase_map_report_and_plot(ratio_nb, tmp_path, capsys):
     text = md.read_text(encoding="utf-8")
     assert "Along `n_B`" in text  # the axis that crosses the boundary, not ratio
     assert "## Per-cell decision over (ratio, n_B)" in text
-    scored = int(np.sum(code <= analysis.MISSED_COLLAPSE))
+    scored = int(np.sum(code <= diagram.MISSED_COLLAPSE))
     assert f"{scored} of {scored} agree, fraction 1.000000" in text
-    assert f"- near the boundary (not scored): {int(np.sum(code == analysis.NEAR))}" in text
+    assert f"- near the boundary (not scored): {int(np.sum(code == diagram.NEAR))}" in text
     # the measured crossing along n_B per ratio, recomputed: last point above the
     # tolerance as n_B falls, interpolated in log n_B; predicted n_B = c² = 16
     s = g["metrics.minority_spread_Z"]  # (ratio, n_B)
@@ -259,19 +260,16 @@ def test_cell_titles_clear_the_colour_bars(nb_lam):
     """The three-panel heatmap of ``ncjax plot --cell``, with its longest titles (a Z = 0
     cell: "collapsed (Z = 0)" twice): no title overlaps another panel or colour bar, and
     every title lies inside the figure (drawn, then measured in display coordinates)."""
-    import matplotlib.pyplot as plt
-
-    from ncjax import cli, plot, spec
-
     g = sweep.load(nb_lam)
     cells = [0, (2 * 8 + 7) * 2, 5]  # the middle one: n_B = 30, λ = 0.08, Z = 0
     counts = spec.expand(g.spec).counts(cells)
-    titles = [cli._cell_text(g, i, n)[1] for i, n in zip(cells, counts)]
+    titles = [plot.cell_title(c) for c in analysis.cells(g, cells)]
     assert titles[1].count("(Z = 0)") == 2
     Zs = np.stack([g["Z"][np.unravel_index(i, g.shape)] for i in cells])
-    fig = plot.z_heatmaps(Zs, counts, titles)
-    fig.canvas.draw()
-    r = fig.canvas.get_renderer()
+    fig = draw.z_heatmaps(Zs, counts, titles)
+    canvas = FigureCanvasAgg(fig)  # a Figure has no renderer of its own: draw it with Agg
+    canvas.draw()
+    r = canvas.get_renderer()
     page = fig.bbox
     panels = [ax for ax in fig.axes if ax.get_title()]
     assert len(panels) == 3
@@ -281,7 +279,6 @@ def test_cell_titles_clear_the_colour_bars(nb_lam):
         for other in fig.axes:
             if other is not ax:
                 assert not box.overlaps(other.get_window_extent(r)), ax.get_title()
-    plt.close(fig)
 
 
 def test_trace_of_a_cell(nb_lam, tmp_path, capsys):
@@ -336,8 +333,9 @@ def test_float32_rounding_near_zero_counts_as_zero():
 
     def measure(Z, dtype):
         with x64(dtype == np.float64):
+            prob = problem.from_lam(n.astype(dtype), dtype(lam), dtype(0))
             out = compute(np.eye(10, dtype=dtype), Z.T[:, None, :].astype(dtype),
-                          b0.astype(dtype), n.astype(dtype), dtype(lam), dtype(0))
+                          b0.astype(dtype), prob)
             return bool(out["zero_solution"]), bool(out["minority_collapsed"])
 
     assert measure(Z, np.float32) == (True, True)  # = the theory: Z* = 0, collapsed

@@ -8,7 +8,7 @@ import pytest
 from ncjax import sweep
 from ncjax.cli import main
 from tests.conftest import run_spec
-from ncjax.metrics import COLLAPSE_TOL
+from ncjax.tolerances import COLLAPSE_TOL
 
 LAM_SPEC = """
 [problem]
@@ -141,12 +141,16 @@ def test_report_sample_axis(na_run, tmp_path, capsys):
     assert float(mx) == pytest.approx(max(devs), rel=1e-5)
     assert max(devs) < 0.3
 
-    # cosine table: rows at the smallest and largest n_A per lam_b, ETF = -1/3
+    # cosine table: rows at the smallest and largest n_A per lam_b, ETF = -1/3; a cosine
+    # with no direction to measure (a vanished vector: NaN) is written "—"
+    def cos(pair, i, j):
+        v = g[f"metrics.cos_Z_{pair}"][i, j]
+        return f"{v:+.6f}" if np.isfinite(v) else "—"
+
     for j, lb in enumerate(g.axes["lam_b"]):
         for i in (0, -1):
-            row = (f"| lam_b={lb:g} | {n_A[i]:g} | {g['metrics.cos_Z_AA'][i, j]:+.6f} "
-                   f"| {g['metrics.cos_Z_BB'][i, j]:+.6f} | {g['metrics.cos_Z_AB'][i, j]:+.6f} "
-                   f"| {-1 / 3:+.6f} |")
+            row = (f"| lam_b={lb:g} | {n_A[i]:g} | {cos('AA', i, j)} | {cos('BB', i, j)} "
+                   f"| {cos('AB', i, j)} | {-1 / 3:+.6f} |")
             assert row in text
 
 
