@@ -1,48 +1,55 @@
-"""ncjax.fused: the solver's Adam loop with each step in one Pallas kernel (interpret mode
-here) is the solver's own Adam loop (optax.adam on autodiff's gradient, XLA), step for step:
-the same stopping steps and statuses, the same iterates, F and ‖∇F‖ in float64 to
-rounding, a diverged configuration's last finite iterate kept; and it lowers for CUDA."""
+"""benchmarks/experiments/fused.py: the solver's Adam loop with each step in one Pallas
+kernel (interpret mode here) is the solver's own Adam loop (optax.adam on autodiff's
+gradient, XLA), step for step: the same stopping steps and statuses, the same iterates, F
+and ‖∇F‖ in float64 to rounding, a diverged configuration's last finite iterate kept; and
+it lowers for CUDA."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ncjax import dtypes
-from ncjax import fused, solver
+from benchmarks.experiments import fused
+from ncjax import dtypes, loop, natural, stopping
+from ncjax.problem import Problem
 from ncjax.validate import InputError
 
 B, K, d, m = 5, 4, 16, 8
 
 
-def _args(max_steps, dtype=jnp.float64, lr=(1e-2, 3e-2, 1e-1, 1e200, 2e152)):
+def _args(dtype=jnp.float64, lr=(1e-2, 3e-2, 1e-1, 1e200, 2e152)):
+    """(keys, problems, learning rate, gtol, ftol) of B configurations, (B, ...)."""
     rng = np.random.default_rng(0)
     a = lambda x: jnp.asarray(x, dtype)
-    keys = jax.vmap(solver.start_key)(jnp.arange(B, dtype=jnp.uint32),
-                                      jnp.zeros(B, jnp.uint32))
-    return (keys, a(rng.integers(50, 500, size=(B, K))), a(np.full(B, 0.01)),
-            a(rng.uniform(1e-4, 1e-2, B)), a([0.0, 0.01, 0.1, 0.0, 0.0]),
+    keys = jax.vmap(natural.start_key)(jnp.arange(B, dtype=jnp.uint32),
+                                       jnp.zeros(B, jnp.uint32))
+    problems = Problem(a(rng.integers(50, 500, size=(B, K))), a(np.full(B, 0.01)),
+                       a(rng.uniform(1e-4, 1e-2, B)), a([0.0, 0.01, 0.1, 0.0, 0.0]))
+    return (keys, problems,
             # the learning rates: configuration 3 overflows ‖U‖² at its first step,
             # configuration 4 only after ~100 (its Adam steps add up)
             a(lr),
             a([1e-3, 1e-4, 1e-2, 1e-3, 1e-3]),  # gtol; configuration 2 reaches it
-            a([0.0, 1e-2, 0.0, 0.0, 0.0]),  # ftol; configuration 1 stops on it
-            jnp.int32(max_steps))
+            a([0.0, 1e-2, 0.0, 0.0, 0.0]))  # ftol; configuration 1 stops on it
+
+
+def _settings(max_steps, dtype="float64", d=d, m=m, optimizer="adam"):
+    return loop.Settings(d, m, optimizer, max_steps, 1, jnp.dtype(dtype))
 
 
 def test_fused_loop_is_the_solvers_adam_loop():
-    kw = dict(d=d, m=m, optimizer="adam", memory_size=1, dtype="float64")
     # 8 rows a block, 2 blocks a program: each configuration's sums come from 2 programs
-    settings = fused.Settings(rows=8, per=2, interpret=True)
+    kernel = fused.Settings(rows=8, per=2, interpret=True)
+    s = _settings(300)
     with dtypes.x64(True):
-        args = _args(300)
-        want = jax.jit(lambda *a: solver._optimise(*a, **kw))(*args)
-        got = jax.jit(lambda *a: solver._optimise(*a, **kw, kernel=settings))(*args)
+        args = _args()
+        want = jax.jit(lambda *a: loop.solve(*a, s))(*args)
+        got = jax.jit(lambda *a: fused.solve(*a, s, kernel))(*args)
     x, value, gnorm, steps, status = (jax.device_get(a) for a in got)
-    S = solver
+    S = stopping
     assert list(status) == [S.MAX_STEPS, S.CONVERGED, S.CONVERGED, S.DIVERGED, S.DIVERGED]
     assert list(steps) == list(want[3])
-    assert steps[0] == 300 and steps[1] % solver.WINDOW == 0 and steps[1] < 300
+    assert steps[0] == 300 and steps[1] % stopping.WINDOW == 0 and steps[1] < 300
     assert steps[3] == 1 and 50 < steps[4] < 300
     for a, b in zip(jax.tree.leaves((x, value, gnorm)), jax.tree.leaves(want[:3])):
         # to float64 rounding after 300 steps, on the scale of the array (jax 0.11.2 with
@@ -71,17 +78,16 @@ def _triton_calls(f, *args):
 def test_fused_kernel_lowers_for_cuda():
     """Triton lowering on this CPU machine, for the reference shape (K m = 320 rows): the
     solver's loop under the default launch holds one Triton call, and so does the kernel
-    under every launch the GPU benchmark compares (``bench.FUSED_SETTINGS``)."""
-    from ncjax import bench
-    args = _args(10, jnp.float32, lr=[1e-2] * B)
-    args = (args[0], jnp.full((B, 10), 100.0, jnp.float32)) + args[2:]
-    f = lambda *a: solver._optimise(*a, d=64, m=32, optimizer="adam", memory_size=1,
-                                    dtype="float32", kernel=fused.Settings())
+    under every launch the GPU benchmark compares (``fused.LAUNCHES``)."""
+    args = _args(jnp.float32, lr=[1e-2] * B)
+    args = (args[0], args[1]._replace(counts=jnp.full((B, 10), 100.0, jnp.float32))) + args[2:]
+    s = _settings(10, "float32", d=64, m=32)
+    f = lambda *a: fused.solve(*a, s, fused.Settings())
     assert len(_triton_calls(f, *args)) == 1
     sd = lambda *shape, t=jnp.float32: jax.ShapeDtypeStruct(shape, t)
     shapes = (sd(B, 2, 320, 64), sd(B, 320, 64), sd(B, 320, 64), sd(B, t=jnp.int32),
               sd(B, 10, 64), sd(B, 10), sd(B, 10, 64), sd(B, 10), sd(B, 10), sd(B, 5))
-    for launch in bench.FUSED_SETTINGS:
+    for launch in fused.LAUNCHES:
         s = fused.Settings(*launch)
         step = lambda *a: fused.kernel_step(*a, settings=s)
         assert len(_triton_calls(step, *shapes)) == 1
@@ -91,6 +97,5 @@ def test_kernel_settings_are_checked():
     with pytest.raises(ValueError, match="do not tile"):
         fused.blocks(4, 8, 8, 3)  # 4 blocks of 8 rows, 3 a program
     with pytest.raises(InputError, match="Adam step"):
-        solver._optimise(*_args(5, jnp.float32, lr=[1e-2] * B), d=d, m=m,
-                         optimizer="lbfgs", memory_size=3, dtype="float32",
-                         kernel=fused.Settings(interpret=True))
+        fused.solve(*_args(jnp.float32, lr=[1e-2] * B),
+                    _settings(5, "float32", optimizer="lbfgs"), fused.Settings(interpret=True))

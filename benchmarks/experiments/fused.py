@@ -1,13 +1,13 @@
 """The solver's Adam loop with each step in one Pallas kernel (GPUs; interpret mode on CPUs).
 
-The bytes model of an Adam step (``ncjax.bench``) reads and writes the features U and both
-moments once: 6 passes over U (B, K m, d). XLA's step of ``solver._batched`` makes about
-15 (the logits, ∇_V and ∇_U each a product over U, ∇_U kept between steps, the update, the
+The bytes model of an Adam step (``benchmarks.measure``) reads and writes the features U
+and both moments once: 6 passes over U (B, K m, d). XLA's step of ``ncjax.loop.batched``
+makes about 15 (the logits, ∇_V and ∇_U each a product over U, ∇_U kept between steps, the update, the
 selects). This step makes the 6, in one kernel per step, and is the same iteration as
-``solver._loop`` with optimizer "adam": from x_t, where F(x_t), ∇_V F, ∇_b F are known,
+``ncjax.loop.iteration`` with optimizer "adam": from x_t, where F(x_t), ∇_V F, ∇_b F are known,
 
 * V, b: optax.adam's update from their gradients at x_t (XLA; (B, K, d) and smaller);
-* kernel, per block of rows u of U (natural coordinates, ``solver.natural_objective``;
+* kernel, per block of rows u of U (natural coordinates, ``ncjax.natural.objective``;
   w_k = n_k/m, s_k = w_k^{-1/2}, λ = sqrt(λ_W λ_H)):
   ∇_u F(x_t) = Vᵀ r + λu recomputed from u_t and (V_t, b_t), where z = s_k V u + b,
   R_z = (w_k/N)(softmax(z) − e_k), r = s_k R_z; optax.adam's update of u and its moments;
@@ -15,10 +15,11 @@ selects). This step makes the 6, in one kernel per step, and is the same iterati
   again, summed over the block: Σ (w_k/N) CE(z, k), ‖u‖², ‖∇_u F‖², ∇_V F = Σ r uᵀ (data
   part), ∇_b F = Σ R_z (data part);
 * F(x_{t+1}), ‖∇F(x_{t+1})‖ from those sums (added in a fixed order), then
-  ``solver._loop``'s stopping rule and ``solver.FREEZE`` (a stopped configuration's kernel
-  programs do nothing).
+  the stopping rule (``ncjax.stopping.status``) and the freeze of ``ncjax.loop.FREEZE`` (a
+  stopped configuration's kernel programs do nothing).
 
-A diverged step keeps the last finite iterate, as ``solver._loop`` does, without a select
+It solves the cross-entropy problem with a bias (``Problem``'s defaults) only. A diverged
+step keeps the last finite iterate, as ``ncjax.loop`` does, without a select
 over U: U lives in two buffers (B, 2, K m, d), a configuration's step reads one and writes
 the other, and its parity flips only when the new point is finite. The moments are updated
 in place (a diverged configuration never reads them again). The classes are padded to
@@ -26,6 +27,8 @@ KP = 16 (Triton's smallest product), the padded logits masked.
 
 The kernel is written for Pallas's Triton backend, which jax 0.11 marks deprecated (still
 present in 0.12; Mosaic GPU is its successor): on those versions lowering it warns.
+Moved here from the package (``ncjax/fused.py`` until issue 18); its H200 figures are in
+benchmarks/RESULTS.md. ``solve`` is ``ncjax.loop.solve`` with this step.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plgpu
 
-from ncjax import theory
+from ncjax import loop, stopping
+from ncjax.natural import Natural
+from ncjax.problem import Problem
+from ncjax.validate import InputError
 
 KP = 16
 # the products' precision: float32 arithmetic (Triton's "ieee"), or three TF32 products on
@@ -46,6 +52,20 @@ KP = 16
 PRECISIONS = {"ieee": jax.lax.Precision.HIGHEST,
               "tf32x3": jax.lax.DotAlgorithmPreset.TF32_TF32_F32_X3}
 B1, B2, EPS = 0.9, 0.999, 1e-8  # optax.adam's defaults, as the solver uses it
+
+# launches (``Settings``: rows a block, blocks a program, num_warps, num_stages, precision)
+# the GPU benchmark compares for the reference shape (K m = 320 rows: 16, 32 or 64 a
+# block); the fastest is then run against B. A program writes a (16, d) partial ∇_V: at 16
+# rows a program those partials are as large as U (two passes more than the model), at 64
+# a quarter, at 320 (one program a configuration) a twentieth, but each configuration's
+# rows are then one program's loop.
+LAUNCHES = tuple(
+    (rows, per, warps, stages, precision)
+    for precision in ("ieee", "tf32x3")
+    # warps in proportion to the rows: 16 floats of each (rows, d = 64) block a thread
+    for rows, per, warps, stages in ((16, 1, 2, 1), (64, 1, 8, 1), (16, 4, 2, 2),
+                                     (32, 2, 4, 2), (16, 20, 2, 2), (32, 10, 4, 2),
+                                     (64, 5, 8, 2)))
 
 
 def _dot(a, b, contract, precision):
@@ -206,7 +226,7 @@ def kernel_step(U2, mU, vU, par, V0, c0, V1, c1, n_k, P, settings: Settings = Se
 class Carry(NamedTuple):
     """The batched loop's state, (B, ...): V, b, U2 (two buffers of U, ``par`` says which
     holds it), the moments and the update count (optax.adam's), ∇_V F and ∇_b F at x, and
-    ``solver._Carry``'s stopping fields."""
+    the stopping fields of ``ncjax.loop.Carry``."""
 
     V: jax.Array
     U2: jax.Array
@@ -234,21 +254,28 @@ def features(c: Carry) -> jax.Array:
     return jnp.take_along_axis(c.U2, c.par[:, None, None, None], axis=1)[:, 0]
 
 
-def batched(*, d, m, max_steps, dtype, settings: Settings = Settings()):
-    """(init, advance, result) of the solver's Adam loop for a batch, as
-    ``solver._batched(optimizer="adam", ...)`` gives (init, advance): init(keys, n_k, λ_W,
-    λ_H, λ_b, lr, gtol, ftol) the carry₀ (the same start, F and ∇F as ``solver._loop``),
-    advance(carry, keys, ...) one step of every running configuration (module docstring),
-    result(carry) = (x, F, ‖∇F‖, steps, status) as ``solver._solve_group`` returns them."""
-    from ncjax import solver  # here: the solver imports this module lazily
+def check(s: loop.Settings, problems: Problem) -> None:
+    """Raise InputError unless the kernel can run this loop: Adam on cross-entropy with a
+    bias."""
+    if s.optimizer != "adam":
+        raise InputError(f"a fused kernel is an Adam step; optimizer is {s.optimizer!r}")
+    if problems.loss.name != "ce" or not problems.bias:
+        raise InputError("the fused kernel solves cross-entropy with a bias only")
 
-    loop0 = jax.vmap(lambda *a: solver._loop(*a, d=d, m=m, optimizer="adam",
-                                             max_steps=max_steps, memory_size=1,
-                                             dtype=dtype)[0])
 
-    def init(keys, n_k, lam_W, lam_H, lam_b, lr, gtol, ftol):
-        c = loop0(keys, n_k, lam_W, lam_H, lam_b, lr, gtol, ftol)
-        B, K = n_k.shape
+def batched(s: loop.Settings, kernel: Settings = Settings()):
+    """(init, advance, result) of the Adam loop for a batch, as ``ncjax.loop.batched``
+    gives (init, advance): init(keys, problems, lr, gtol, ftol) the carry₀ (the same start,
+    F and ∇F as ``loop.iteration``), advance(carry, keys, problems, lr, gtol, ftol) one
+    step of every running configuration (module docstring), result(carry) = (x, F, ‖∇F‖,
+    steps, status) as ``loop.solve`` returns them."""
+    d, m = s.d, s.m
+    loop0 = loop.batched(s._replace(memory_size=1))[0]
+
+    def init(keys, problems, lr, gtol, ftol):
+        check(s, problems)
+        c = loop0(keys, problems, lr, gtol, ftol)
+        B, K = problems.counts.shape
         U = c.x.U.reshape(B, K * m, d)
         zero = jnp.zeros_like
         return Carry(c.x.V, jnp.stack([U, zero(U)], axis=1), c.x.b,
@@ -257,7 +284,7 @@ def batched(*, d, m, max_steps, dtype, settings: Settings = Settings()):
                      c.grad.V, c.grad.b, c.value, c.gnorm, c.step, c.status, c.value_ref,
                      c.gtol_abs)
 
-    def advance(c, keys, n_k, lam_W, lam_H, lam_b, lr, gtol, ftol):
+    def advance(c, keys, problems, lr, gtol, ftol):
         running = c.status < 0
         bc = lambda a, x: a.reshape(a.shape + (1,) * (x.ndim - 1))
         sel = lambda new, old: jnp.where(bc(running, new), new, old)
@@ -275,25 +302,20 @@ def batched(*, d, m, max_steps, dtype, settings: Settings = Settings()):
                                                  (c.V, c.mV, c.vV)))
         b1, mb, vb = (sel(a, o) for a, o in zip(adam(c.b, c.gb, c.mb, c.vb),
                                                  (c.b, c.mb, c.vb)))
-        lam = theory.effective_lam(lam_W, lam_H)
+        lam, lam_b = problems.lam, problems.lam_b
         P = jnp.stack([lr, bc1, bc2, lam, running.astype(c.V.dtype)], axis=1)
         U2, mU, vU, S, gVd, gbd = kernel_step(c.U2, c.mU, c.vU, c.par, c.V, c.b, V1, b1,
-                                              n_k, P, settings)
+                                              problems.counts, P, kernel)
         gV = gVd + bc(lam, V1) * V1
         gb = gbd + lam_b[:, None] * b1
         value = (S[:, 0] + 0.5 * lam * (jnp.sum(V1 ** 2, axis=(1, 2)) + S[:, 1])
                  + 0.5 * lam_b * jnp.sum(b1 ** 2, axis=1))
         gnorm = jnp.sqrt(S[:, 2] + jnp.sum(gV ** 2, axis=(1, 2)) + jnp.sum(gb ** 2, axis=1))
-        # solver._loop's stopping rule
         step = c.step + 1
         finite = jnp.isfinite(value) & jnp.isfinite(gnorm)
-        checkpoint = step % solver.WINDOW == 0
-        flat = checkpoint & (ftol > 0) & (
-            jnp.abs(c.value_ref - value) <= ftol * jnp.maximum(jnp.abs(value), 1.0))
-        status = jnp.where(
-            ~finite, solver.DIVERGED,
-            jnp.where((gnorm <= c.gtol_abs) | flat, solver.CONVERGED,
-                      jnp.where(step >= max_steps, solver.MAX_STEPS, -1)))
+        status = stopping.status(step, value, gnorm, c.value_ref, c.gtol_abs, ftol,
+                                 s.max_steps)
+        checkpoint = step % stopping.WINDOW == 0
         moved = running & finite  # the new point is kept
         keep = lambda new, old: jnp.where(bc(moved, new), new, old)
         value = keep(value, c.value)
@@ -304,9 +326,19 @@ def batched(*, d, m, max_steps, dtype, settings: Settings = Settings()):
                      c.gtol_abs)
 
     def result(c):
-        from ncjax.solver import Natural
         B, K = c.b.shape
         return (Natural(c.V, features(c).reshape(B, K, m, d), c.b), c.value, c.gnorm,
                 c.step, c.status)
 
     return init, advance, result
+
+
+def solve(keys, problems: Problem, learning_rate, gtol, ftol, s: loop.Settings,
+          kernel: Settings = Settings()):
+    """``ncjax.loop.solve`` with each Adam step the kernel's: (x, F, ‖∇F‖, steps, status),
+    (B, ...), in one ``lax.while_loop`` that runs while any configuration runs."""
+    init, advance, result = batched(s, kernel)
+    args = (keys, problems, learning_rate, gtol, ftol)
+    c = jax.lax.while_loop(lambda c: jnp.any(c.status < 0), lambda c: advance(c, *args),
+                           init(*args))
+    return result(c)

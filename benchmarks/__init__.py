@@ -1,0 +1,1 @@
+"""The benchmark harness (``python benchmarks/bench.py``); it imports ncjax, never the reverse."""

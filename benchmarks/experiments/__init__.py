@@ -1,0 +1,1 @@
+"""Experiments beside the harness: the one-kernel Adam step and the step probe."""
