@@ -17,7 +17,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ncjax import analysis, bench, diagram, groups, plot, report, solver, sweep
+from ncjax import (analysis, bench, diagram, groups, optimizers, plot, problem, report,
+                   solver, stopping, sweep)
 from ncjax.validate import InputError, NCJaxWarning
 from ncjax.xla import configure_cpu
 
@@ -228,13 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lam-W", dest="lam_W", type=float, required=True)
     s.add_argument("--lam-H", dest="lam_H", type=float, required=True)
     s.add_argument("--lam-b", dest="lam_b", type=float, default=0.0)
-    s.add_argument("--convention", choices=["half", "paper"], default="half",
+    s.add_argument("--convention", choices=problem.CONVENTIONS, default="half",
                    help="half: (lam/2)||.||^2 (default); paper: lam||.||^2")
     s.add_argument("--d", type=int, default=None, help="feature dimension (default K)")
     s.add_argument("--m", type=int, default=1, help="free features per class")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--optimizer", choices=["lbfgs", "adam", "gd"], default="lbfgs")
-    s.add_argument("--max-steps", dest="max_steps", type=int, default=5000)
+    s.add_argument("--optimizer", choices=optimizers.OPTIMIZERS, default="lbfgs")
+    s.add_argument("--max-steps", dest="max_steps", type=int,
+                   default=stopping.DEFAULT_MAX_STEPS)
     s.add_argument("--gtol", type=float, default=None,
                    help="gradient tolerance relative to the start (default by dtype)")
     s.add_argument("--no-bias", dest="no_bias", action="store_true",

@@ -287,7 +287,7 @@ def batched(s: loop.Settings, kernel: Settings = Settings()):
     def advance(c, keys, problems, lr, gtol, ftol):
         running = c.status < 0
         bc = lambda a, x: a.reshape(a.shape + (1,) * (x.ndim - 1))
-        sel = lambda new, old: jnp.where(bc(running, new), new, old)
+        sel = lambda new, old: stopping.select(running, new, old)
         count = c.count + running.astype(c.count.dtype)
         t = count.astype(c.V.dtype)
         bc1, bc2 = 1 - B1 ** t, 1 - B2 ** t
@@ -317,7 +317,7 @@ def batched(s: loop.Settings, kernel: Settings = Settings()):
                                  s.max_steps)
         checkpoint = step % stopping.WINDOW == 0
         moved = running & finite  # the new point is kept
-        keep = lambda new, old: jnp.where(bc(moved, new), new, old)
+        keep = lambda new, old: stopping.select(moved, new, old)
         value = keep(value, c.value)
         return Carry(keep(V1, c.V), U2, keep(b1, c.b), c.par ^ moved.astype(c.par.dtype),
                      mV, mU, mb, vV, vU, vb, count, gV, gb, value, keep(gnorm, c.gnorm),
