@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -17,9 +18,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ncjax import (analysis, bench, diagram, groups, optimizers, plot, problem, report,
+from ncjax import (analysis, bench, diagram, draw, groups, optimizers, plot, problem, report,
                    solver, stopping, sweep)
-from ncjax.validate import InputError, NCJaxWarning
+from ncjax.validate import MAX_CLASSES, InputError, NCJaxWarning, as_out_path
 from ncjax.xla import configure_cpu
 
 
@@ -37,6 +38,9 @@ def parse_counts(text: str) -> list[float]:
                              "500,500,100 or 2x500,3x100") from None
         if k < 1:
             raise InputError(f"--counts: a repeat must be >= 1, got {item!r}")
+        if len(out) + k > MAX_CLASSES:
+            raise InputError(f"--counts: at most {MAX_CLASSES} classes, got {item!r} after "
+                             f"{len(out)}")
         out += [n] * k
     return out
 
@@ -70,10 +74,18 @@ def result_json(r) -> dict:
 
 def _solve(args) -> int:
     counts = parse_counts(args.counts)
-    r = solver.solve(counts, args.lam_W, args.lam_H, args.lam_b, d=args.d, m=args.m,
-                     seed=args.seed, convention=args.convention, optimizer=args.optimizer,
-                     max_steps=args.max_steps, gtol=args.gtol, bias=not args.no_bias,
-                     dtype="float64" if args.x64 else "float32")
+    try:
+        r = solver.solve(counts, args.lam_W, args.lam_H, args.lam_b, d=args.d, m=args.m,
+                         seed=args.seed, convention=args.convention, optimizer=args.optimizer,
+                         max_steps=args.max_steps, gtol=args.gtol, bias=not args.no_bias,
+                         dtype="float64" if args.x64 else "float32")
+    except jax.errors.JaxRuntimeError as e:
+        oom = re.search(r"[Oo]ut of memory[^.\n]*|RESOURCE_EXHAUSTED[^.\n]*", str(e))
+        if oom is None:
+            raise
+        raise InputError(f"this configuration does not fit in device memory (K = "
+                         f"{len(counts)}, d = {args.d or len(counts)}, m = {args.m}): "
+                         f"{oom.group(0)}") from None
     print(json.dumps(result_json(r)) if args.json else report.solution(r))
     return 0
 
@@ -128,7 +140,7 @@ def _chosen_cells(args, g) -> list[int]:
     """Flat indices from --cells I,J,… and every --cell (an index, or axis=value,… picking
     the nearest grid cell), in the order given."""
     out = []
-    for text in ([args.cells] if args.cells else []):
+    for text in ([args.cells] if args.cells is not None else []):
         for item in text.split(","):
             try:
                 out.append(int(item))
@@ -140,7 +152,8 @@ def _chosen_cells(args, g) -> list[int]:
                 out.append(int(text))
                 continue
             except ValueError:
-                raise InputError(f"--cell: give a flat index or axis=value,..., got {text!r}") from None
+                raise InputError(f"--cell: give a flat index or axis=value,..., "
+                                 f"got {text!r}") from None
         where = {}
         for item in text.split(","):
             k, _, v = item.partition("=")
@@ -148,6 +161,8 @@ def _chosen_cells(args, g) -> list[int]:
                 where[k.strip()] = float(v)
             except ValueError:
                 raise InputError(f"--cell: cannot read {item!r} as axis=value") from None
+            if not math.isfinite(where[k.strip()]):
+                raise InputError(f"--cell: {item!r}: expected a finite value")
         out.append(analysis.cell_index(g, where))
     for i in out:
         if not 0 <= i < g.status.size:
@@ -167,6 +182,12 @@ def _plot(args) -> int:
     run over two of lam, c, n_A, n_B, n, ratio the phase diagram with the per-cell
     decision (``plot.phase``), and the one-axis curves for the rest (``plot.curves``).
     Prints what the figure shows, then where it was written."""
+    if args.out is not None:  # refused before the run is read or a cell re-solved
+        as_out_path(args.out, name="--out", formats=draw.FORMATS)
+    for flag, v, what in (("--trace", args.trace, "a number of steps"),
+                          ("--m", args.m, "features per class")):
+        if v is not None and not 1 <= v < 2**31:
+            raise InputError(f"{flag}: expected {what} >= 1 and < 2**31, got {v}")
     g = sweep.load(args.dir)
     run = Path(args.dir)
 
@@ -212,6 +233,8 @@ def _plot(args) -> int:
 
 def _report(args) -> int:
     """Write the markdown agreement report of a sweep (``ncjax.report``); print where."""
+    if args.out is not None:
+        as_out_path(args.out, name="--out")
     g = sweep.load(args.dir)
     out = report.write(g, Path(args.out) if args.out else Path(args.dir) / "report.md",
                        title=str(args.dir))
@@ -262,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "per-cell decision, curves along one axis, the per-group spreads of a "
                         "'steps' profile, or Z / the path of chosen cells")
     pl.add_argument("dir")
-    pl.add_argument("--out", default=None, help="figure file, .png or .pdf (default "
+    pl.add_argument("--out", default=None, help="figure file, .png, .pdf, .svg, ... (default "
                     "DIR/phase.png; DIR/groups.png for a 'steps' run, DIR/spread.png or "
                     "DIR/angles.png for one-axis runs, DIR/cells.png with --cell, "
                     "DIR/trace.png with --trace)")

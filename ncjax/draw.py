@@ -1,5 +1,6 @@
 """Figures drawn from arrays (matplotlib, no pyplot): each function takes numpy arrays,
-returns a ``matplotlib.figure.Figure`` and saves it when given ``out`` (.png or .pdf).
+returns a ``matplotlib.figure.Figure`` and saves it when given ``out`` (``save``: a file
+named by one of ``FORMATS``, .png or .pdf say, written atomically).
 
 Figures are built with ``Figure()``, which needs no backend and touches no pyplot state
 (a notebook shows a returned Figure inline; a script saves it). The shapes: a phase
@@ -14,12 +15,17 @@ from __future__ import annotations
 
 import matplotlib
 import numpy as np
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from ncjax.diagram import DECISION_NAMES
+from ncjax.validate import as_out_path, replacing
+
+# The file formats ``save`` writes (matplotlib's, named by the file's extension).
+FORMATS = tuple(sorted(FigureCanvasBase.get_supported_filetypes()))
 
 # Axis labels of the figures (symbols and units).
 AXIS_LABELS = {"n_A": r"majority class size $n_A$ (samples)",
@@ -40,6 +46,14 @@ CURVE_LABELS = {"n_A": AXIS_SYMBOLS["n_A"], "n_B": AXIS_SYMBOLS["n_B"], "n": AXI
 # agree collapsed, agree not collapsed, measured collapsed / theory not, measured not /
 # theory collapsed, near the boundary, no converged solve.
 DECISION_COLORS = ("#2166ac", "#c6dbef", "#b2182b", "#f4a582", "#9e9e9e", "#ffffff")
+
+
+def save(fig, out) -> None:
+    """Save ``fig`` to ``out`` (checked by ``validate.as_out_path``: its extension one of
+    ``FORMATS``), atomically: an interrupted save leaves the file as it was."""
+    out = as_out_path(out, formats=FORMATS)
+    with replacing(out) as tmp:
+        fig.savefig(tmp, dpi=150, format=out.suffix.lower().lstrip("."))
 
 
 def _theory_boundary(ax, x, y, y_line, field, *, color, ls, label):
@@ -142,7 +156,7 @@ def phase_diagram(x, y, spread, y_star=None, *, star=None, y_zero=None, zero=Non
                       fontsize=9)
     fig.suptitle(title, fontsize=9)
     if out is not None:
-        fig.savefig(out, dpi=150)
+        save(fig, out)
     return fig
 
 
@@ -198,7 +212,7 @@ def group_spreads(lam, spreads, n_g, K_g, lam_pred, *, tol, lam_meas=None, lam_z
     fig.suptitle(title, fontsize=8.5)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7.5, frameon=False)
     if out is not None:
-        fig.savefig(out, dpi=150)
+        save(fig, out)
     return fig
 
 
@@ -240,7 +254,7 @@ def cosines(n, cos, etf, *, line_labels, xlabel=AXIS_LABELS["n_A"],
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     if out is not None:
-        fig.savefig(out, dpi=150)
+        save(fig, out)
     return fig
 
 
@@ -269,7 +283,7 @@ def spread_curve(x, spreads, x_pred, *, line_labels, tol, xlabel, log_x=True, ti
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, framealpha=0.85)
     if out is not None:
-        fig.savefig(out, dpi=150)
+        save(fig, out)
     return fig
 
 
@@ -323,7 +337,7 @@ def z_heatmaps(Zs, counts, titles, *, out=None, per_row=3):
         ax.set_ylabel(r"logit of class $j$ (row)", fontsize=8)
         ax.set_title(titles[p], fontsize=7.5)
     if out is not None:
-        fig.savefig(out, dpi=150)
+        save(fig, out)
     return fig
 
 
@@ -354,7 +368,7 @@ def traces(step, gaps, nc1, spread, labels, *, title="", out=None):
                ncol=min(len(labels), 2), fontsize=7.5, frameon=False)
     fig.suptitle(title, fontsize=9)
     if out is not None:
-        fig.savefig(out, dpi=150)
+        save(fig, out)
     return fig
 
 

@@ -1,7 +1,7 @@
 """Figures of a loaded sweep (``sweep.load``): one function per kind of figure.
 
 Each takes the loaded grid g and returns a ``matplotlib.figure.Figure`` (no pyplot, no
-backend chosen: a notebook shows it inline), saved to ``out`` (.png or .pdf) when given;
+backend chosen: a notebook shows it inline), saved to ``out`` when given (``draw.save``);
 ``name`` (the run's name) starts the title.
 
   ``phase(g)``            a run over two of lam, c, n_A, n_B, n, ratio: the minority spread

@@ -13,6 +13,7 @@ import numpy as np
 
 from ncjax import analysis, diagram
 from ncjax.tolerances import COLLAPSE_TOL, FAR, GAP_TOL
+from ncjax.validate import as_out_path, replacing
 
 MAX_ROWS = 40       # rows of the per-line tables
 
@@ -334,7 +335,10 @@ def render(g, title: str = "sweep") -> str:
 
 
 def write(g, path, title: str | None = None) -> Path:
-    """Write ``render(g)`` to ``path``; returns the path."""
-    path = Path(path)
-    path.write_text(render(g, title or path.parent.name), encoding="utf-8")
+    """Write ``render(g)`` to ``path`` (checked first by ``validate.as_out_path``),
+    atomically: an interrupted write leaves the file as it was. Returns the path."""
+    path = as_out_path(path)
+    text = render(g, title or path.parent.name)
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path

@@ -22,7 +22,10 @@ A spec has four tables (every key optional unless said)::
     [run]       chunk_size (integer ≥ 1)
 
 Everything is checked before anything runs; an error names the file, the key and what
-was expected (``SpecError``).
+was expected (``SpecError``): each value's type and range (integers below 2**31, seeds in
+[0, 2**32), every derived λ_W, λ_H, λ_W·λ_H and λ_H/λ_W within float64's range, at most
+``MAX_CELLS`` cells and ``validate.MAX_CLASSES`` classes), and one configuration of each K
+block through ``solver.prepare``, so that a solve refuses nothing a spec accepted.
 """
 
 from __future__ import annotations
@@ -32,17 +35,15 @@ import itertools
 import json
 import math
 import tomllib
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ncjax import losses, profiles
-from ncjax.dtypes import DTYPES
-from ncjax.optimizers import OPTIMIZERS
+from ncjax import losses, profiles, solver
 from ncjax.problem import CONVENTIONS, to_half
-from ncjax.solver import METHODS
-from ncjax.validate import InputError
+from ncjax.validate import MAX_CLASSES, SEED_RANGE, InputError, NCJaxWarning
 
 AXES = ("ratio", "n_A", "n_B", "n", "K_A", "K_B", "K", "lam", "lam_W", "lam_H", "lam_b", "c",
         "seed")
@@ -55,6 +56,12 @@ PROFILE_KEYS = {
     "steps": {"groups"},
     "explicit": {"counts"},
 }
+# The largest grid a spec may describe: the cells are expanded into per-cell arrays.
+MAX_CELLS = 10**7
+# Integer settings index arrays and count steps in int32; seeds are the PRNG key's uint32.
+INT_RANGE = {"seed": (0, SEED_RANGE, "seeds in [0, 2**32) (the PRNG key's uint32)")}
+INT_DEFAULT = (-(2**31), 2**31, "an integer of magnitude below 2**31")
+F64 = np.finfo(np.float64)
 REG_KEYS = {"lam_W", "lam_H", "lam", "c", "lam_b"}
 TABLES = {
     "problem": {"profile", "d", "m", "loss", "bias", "convention", "groups", "counts"} | REG_KEYS
@@ -116,11 +123,20 @@ def _err(spec_path, key, expected, got=None) -> SpecError:
 def _number(path, key, v, *, integer=False):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise _err(path, key, "an integer" if integer else "a number", v)
-    if integer and (not float(v).is_integer()):
-        raise _err(path, key, "an integer", v)
-    if not math.isfinite(v):
+    x = math.inf if isinstance(v, int) and abs(v) >= 2**1023 else float(v)  # TOML's big ints
+    if not math.isfinite(x):
         raise _err(path, key, "a finite number", v)
-    return int(v) if integer else float(v)
+    if integer and not x.is_integer():
+        raise _err(path, key, "an integer", v)
+    return int(v) if integer else x
+
+
+def _int_range(path, key, name, values):
+    """Refuse integer ``values`` of setting ``name`` outside its range (``INT_RANGE``)."""
+    lo, hi, want = INT_RANGE.get(name, INT_DEFAULT)
+    bad = [v for v in np.ravel(values) if not lo <= v < hi]
+    if bad:
+        raise _err(path, key, want, int(bad[0]))
 
 
 def _axis_values(path, name, raw) -> np.ndarray:
@@ -141,6 +157,9 @@ def _axis_values(path, name, raw) -> np.ndarray:
         num = _number(path, f"{key}.{kind}", rng[2], integer=True)
         if num < 1:
             raise _err(path, f"{key}.{kind}", "num >= 1 (an empty axis has no grid)", num)
+        if num > MAX_CELLS:
+            raise _err(path, f"{key}.{kind}", f"num <= {MAX_CELLS} (the most cells of a "
+                       "grid)", num)
         if kind == "log" and (lo <= 0 or hi <= 0):
             raise _err(path, f"{key}.log", "lo, hi > 0 on a log range", rng)
         vals = (np.geomspace if kind == "log" else np.linspace)(lo, hi, num)
@@ -150,6 +169,8 @@ def _axis_values(path, name, raw) -> np.ndarray:
             vals = np.round(vals)
     else:
         raise _err(path, key, "a list or a {lin|log = [lo, hi, num]} table", raw)
+    if integer:
+        _int_range(path, key, name, vals)
     vals = np.asarray(vals, dtype=np.int64 if integer else np.float64)
     if len(np.unique(vals)) != vals.size:
         raise _err(path, key, "distinct values", vals.tolist())
@@ -250,7 +271,10 @@ def _check_types(path, table, name, v):
         if not isinstance(v, list) or not v:
             raise _err(path, key, "a non-empty list of counts", v)
         return [_number(path, key, x) for x in v]
-    return _number(path, key, v, integer=name in INT_KEYS)
+    x = _number(path, key, v, integer=name in INT_KEYS)
+    if name in INT_KEYS:
+        _int_range(path, key, name, [x])
+    return x
 
 
 def loads(text: str, path: str = "<spec>") -> Spec:
@@ -272,31 +296,50 @@ def loads(text: str, path: str = "<spec>") -> Spec:
     run = {k: _check_types(path, "run", k, v) for k, v in raw.get("run", {}).items()}
     axes = {k: _axis_values(path, k, v) for k, v in raw.get("axes", {}).items()}
     _check_problem(path, problem, axes)
-    for name, v in (("max_steps", 1), ("memory_size", 1), ("pool", 1)):
-        if name in solver and solver[name] < v:
-            raise _err(path, f"[solver].{name}", f">= {v}", solver[name])
     if "chunk_size" in run and run["chunk_size"] < 1:
         raise _err(path, "[run].chunk_size", "an integer >= 1", run["chunk_size"])
-    for name, allowed, default in (("dtype", DTYPES, "float32"),
-                                   ("optimizer", OPTIMIZERS, "lbfgs"),
-                                   ("method", METHODS, "ufm")):
-        if solver.get(name, default) not in allowed:
-            raise _err(path, f"[solver].{name}", f"one of {list(allowed)}", solver[name])
     for name in ("gtol", "ftol", "gap_tol", "learning_rate"):
         if name in solver and solver[name] <= 0 and name != "ftol":
             raise _err(path, f"[solver].{name}", "a number > 0", solver[name])
+    cells = math.prod(v.size for v in axes.values())
+    if cells > MAX_CELLS:
+        raise _err(path, "[axes]", f"at most {MAX_CELLS} cells in the grid, got {cells}")
     spec = Spec(path, problem, axes, solver, run, text)
-    expand(spec)  # impossible settings are refused now, before anything runs
+    _check_solve(spec, expand(spec))  # impossible settings are refused now, before any run
     return spec
 
 
+def _check_solve(spec: Spec, grid: Grid) -> None:
+    """Refuse what ``solver.prepare`` would refuse at solve time (the solver's settings,
+    convex with d < K − 1, …): one configuration of each K block, as a sweep passes it."""
+    p = grid.params
+    for block in grid.blocks():
+        i = int(block[0])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NCJaxWarning)  # a sweep warns when it solves
+                solver.prepare(grid.counts([i]), p["lam_W"][[i]], p["lam_H"][[i]],
+                               p["lam_b"][[i]], d=int(p["d"][i]), m=spec.problem.get("m", 1),
+                               seed=p["seed"][[i]], key_index=np.array([i]),
+                               loss=spec.problem.get("loss", "ce"),
+                               bias=spec.problem.get("bias", True), **spec.solver)
+        except InputError as e:
+            word = str(e).split(" ", 1)[0]
+            key = next((f"[{t}].{word}" for t in ("solver", "problem") if word in TABLES[t]),
+                       "[solver]")
+            raise SpecError(f"{spec.path}: {key}: {e} (K = {int(p['K'][i])})") from None
+
+
 def load(path) -> Spec:
-    """Read and check a spec file."""
+    """Read and check a spec file (UTF-8 TOML)."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as e:
         raise SpecError(f"{p}: cannot read the spec: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{p}: not UTF-8 text (byte {e.start}: "
+                        f"{e.object[e.start:e.start + 1]!r}); a spec is a TOML file") from None
     return loads(text, str(p))
 
 
@@ -305,6 +348,12 @@ def _settings(spec: Spec, point: dict) -> dict[str, Any]:
     path = spec.path
     s = _resolve(spec.problem, point)
     where = lambda k: f"[axes].{k}" if k in point else f"[problem].{k}"
+    K, src = {"two_cluster": (s.get("K_A", 0) + s.get("K_B", 0), "K_A"),
+              "steps": (sum(k for k, _ in s.get("groups", [])), "groups"),
+              "explicit": (len(s.get("counts", [])), "counts")}.get(spec.problem["profile"],
+                                                                    (s.get("K"), "K"))
+    if K > MAX_CLASSES:
+        raise _err(path, where(src), f"at most {MAX_CLASSES} classes, got K = {K}")
     try:
         n = _counts(spec.problem, s)
     except InputError as e:
@@ -319,27 +368,38 @@ def _settings(spec: Spec, point: dict) -> dict[str, Any]:
             raise _err(path, where("K_B" if s["K_B"] < 1 else "K_A"), ">= 1")
     if spec.problem["profile"] == "long_tail" and s["ratio"] < 1:
         raise _err(path, where("ratio"), "ratio >= 1", s["ratio"])
-    for k in ("lam", "c"):
-        if k in s and s[k] <= 0:
-            raise _err(path, where(k), f"{k} > 0", s[k])
+    for k in ("lam", "c", "lam_W", "lam_H", "lam_b"):
+        if k in s and (s[k] < 0 or (k != "lam_b" and s[k] == 0)):
+            raise _err(path, where(k), f"{k} {'>= 0' if k == 'lam_b' else '> 0'}", s[k])
     conv = spec.problem.get("convention", "half")
     lam_b = s.get("lam_b", 0.0)
+    N = n.sum()
     if "lam_W" in s and "lam_H" in s:
-        lam_W, lam_H, lam_b = to_half(s["lam_W"], s["lam_H"], lam_b, conv)
+        lam_W, lam_H, lam_b = map(np.float64, to_half(s["lam_W"], s["lam_H"], lam_b, conv))
     else:
-        lam = s["lam"] if "lam" in s else s["c"] / n.sum()
-        lam_W = to_half(s["lam_W"], 0, 0, conv)[0] if "lam_W" in s else lam
-        lam_b = to_half(0, 0, lam_b, conv)[2]
-        lam_H = lam**2 / lam_W if lam_W > 0 else 0.0
-    for k, v in (("lam_W", lam_W), ("lam_H", lam_H), ("lam_b", lam_b)):
-        if v < 0 or (k != "lam_b" and v == 0):
-            src = k if k in s else ("lam" if "lam" in s else "c")
-            raise _err(path, where(src), f"{k} {'>= 0' if k == 'lam_b' else '> 0'}", v)
+        lam = np.float64(s["lam"] if "lam" in s else s["c"] / N)
+        lam_W = np.float64(to_half(s["lam_W"], 0, 0, conv)[0]) if "lam_W" in s else lam
+        lam_b = np.float64(to_half(0, 0, lam_b, conv)[2])
+        lam_H = lam**2 / lam_W
+    derived = (("lam_W", lam_W), ("lam_H", lam_H), ("lam_W * lam_H", lam_W * lam_H),
+               ("lam_H / lam_W", lam_H / lam_W))
+    if not math.isfinite(N):
+        raise _err(path, "[problem]", f"a total count N within float64's range (at {point})")
+    set_by = lambda k: k if k in s else ("lam" if "lam" in s else "c" if "c" in s else "lam_H")
+    for k, v in derived + (("lam_b", lam_b if lam_b > 0 else 1.0),):
+        if not F64.tiny <= v <= F64.max:
+            src = set_by(k)
+            also = (f" and {where('lam_W')} = {s['lam_W']!r}"
+                    if "lam_W" in s and "lam_W" not in (k, src) else "")
+            raise _err(path, where(src), f"{k} within float64's range [{F64.tiny:.3g}, "
+                       f"{F64.max:.3g}] (half convention), got {src} = {s[src]!r}{also}"
+                       + ("" if float(v) == s[src] else f", so {k} = {float(v):.4g}"))
     d = s.get("d", n.size)
     if d < 1 or s.get("m", 1) < 1:
         raise _err(path, "[problem].d" if d < 1 else "[problem].m", ">= 1")
-    return {"K": n.size, "N": float(n.sum()), "lam_W": lam_W, "lam_H": lam_H, "lam_b": lam_b,
-            "lam": math.sqrt(lam_W * lam_H), "seed": int(s.get("seed", 0)), "d": int(d)}
+    return {"K": n.size, "N": float(N), "lam_W": float(lam_W), "lam_H": float(lam_H),
+            "lam_b": float(lam_b), "lam": math.sqrt(lam_W * lam_H), "seed": int(s.get("seed", 0)),
+            "d": int(d)}
 
 
 def expand(spec: Spec) -> Grid:
@@ -347,7 +407,8 @@ def expand(spec: Spec) -> Grid:
     names = list(spec.axes)
     shape = tuple(spec.axes[k].size for k in names)
     rows = []
-    for combo in itertools.product(*(spec.axes[k] for k in names)):
-        point = {k: v.item() for k, v in zip(names, combo)}
-        rows.append({**point, **_settings(spec, point)})
+    with np.errstate(all="ignore"):  # _settings refuses a λ or N out of float64's range
+        for combo in itertools.product(*(spec.axes[k] for k in names)):
+            point = {k: v.item() for k, v in zip(names, combo)}
+            rows.append({**point, **_settings(spec, point)})
     return Grid(spec, shape, {k: np.asarray([r[k] for r in rows]) for k in rows[0]})

@@ -1,11 +1,27 @@
-"""Input checks at the boundary: every bad input becomes one clear ``InputError``."""
+"""Input checks at the boundary: every bad input becomes one clear ``InputError``.
+
+The output side of the boundary too: a file ncjax is asked to write is checked before any
+work (``as_out_path``) and appears atomically (``replacing``), so an interrupted write
+never leaves a truncated file in place of a good one.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import numbers
+import os
+import uuid
 import warnings
+from pathlib import Path
 
 import numpy as np
+
+# A configuration's random start is fold_in(key(seed), key_index) with both cast to uint32
+# (``solver.program``): values outside [0, 2**32) would wrap onto another cell's start.
+SEED_RANGE = 2**32
+# The most classes a text input (a spec, ``--counts``) may build: Z alone is K × K numbers
+# per configuration, 40 GB in float32 at this K, beyond any one device.
+MAX_CLASSES = 100_000
 
 
 class InputError(ValueError):
@@ -57,19 +73,68 @@ def as_lam(name: str, value, *, positive: bool = False) -> np.ndarray:
 
 
 def as_int(name: str, value, *, minimum: int) -> int:
-    """A static integer setting such as m or d, at least ``minimum``."""
+    """A static integer setting such as m or d, at least ``minimum`` and below 2**31 (array
+    dimensions and step counts are int32 in the compiled programs)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
     if value < minimum:
         raise InputError(f"{name} must be >= {minimum}, got {value}")
+    if value >= 2**31:
+        raise InputError(f"{name} must be < 2**31, got {value}")
     return int(value)
 
 
 def as_seeds(value, name: str = "seed") -> np.ndarray:
+    """Seeds (or key indices), an integer or (B,) integers in [0, 2**32): the range of the
+    uint32 the PRNG key is made from, so that distinct seeds are distinct starts."""
     seeds = np.asarray(value)
-    if seeds.ndim > 1 or not np.issubdtype(seeds.dtype, np.integer):
+    if np.issubdtype(seeds.dtype, np.integer) and seeds.ndim <= 1:
+        bad = seeds[(seeds < 0) | (seeds >= SEED_RANGE)]
+        if bad.size:
+            raise InputError(f"{name} must be in [0, 2**32) (the PRNG key's uint32), "
+                             f"got {bad.flat[0]}")
+        return seeds.astype(np.int64)
+    seeds = np.asarray(value, dtype=object)  # Python ints beyond int64, refused by range
+    if seeds.ndim > 1 or not all(isinstance(v, (numbers.Integral, np.integer))
+                                 and not isinstance(v, (bool, np.bool_)) for v in seeds.flat):
         raise InputError(f"{name} must be an integer or a (B,) array of integers, got {value!r}")
+    bad = [int(v) for v in seeds.flat if not 0 <= v < SEED_RANGE]
+    if bad:
+        raise InputError(f"{name} must be in [0, 2**32) (the PRNG key's uint32), got {bad[0]}")
     return seeds.astype(np.int64)
+
+
+def as_out_path(path, *, name: str = "out", formats=None) -> Path:
+    """A file to write, checked before any work: not a directory, in a directory that
+    exists and is writable, and (``formats``: lower-case extensions) of a known format."""
+    p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{name} {str(p)!r} is a directory; give a file name")
+    parent = p.parent
+    if not parent.is_dir():
+        raise InputError(f"{name} {str(p)!r}: no directory {str(parent)!r} (create it first)")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{name} {str(p)!r}: cannot write in {str(parent)!r}")
+    if formats is not None and p.suffix.lower().lstrip(".") not in formats:
+        raise InputError(f"{name} {str(p)!r}: expected a file ending in one of "
+                         f"{', '.join('.' + f for f in formats)}")
+    return p
+
+
+@contextlib.contextmanager
+def replacing(path):
+    """Yield a temporary path beside ``path`` to write in full; on success it replaces
+    ``path`` in one step (``os.replace``), on any failure it is removed and ``path`` stays
+    as it was. An OSError becomes an InputError naming ``path``."""
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, p)
+    except OSError as e:
+        raise InputError(f"{p}: cannot write: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def broadcast_batch(counts: np.ndarray, **per_config: np.ndarray):
