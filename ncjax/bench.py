@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 import ncjax
-from ncjax import reference
+from ncjax import draw, reference
 from ncjax.validate import InputError
 
 K_A, N_A, K_B, LAM_W = 5, 500.0, 5, 0.01
@@ -226,7 +226,7 @@ def chart(res: dict, path) -> Path:
            xlabel="converged configurations per second (log scale)",
            title=f"ncjax bench, {res['machine']['device']}")
     ax.grid(True, axis="x", which="both", alpha=0.3)
-    fig.savefig(path, dpi=120)
+    draw.save(fig, path, dpi=120)
     return Path(path)
 
 

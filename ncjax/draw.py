@@ -48,12 +48,12 @@ CURVE_LABELS = {"n_A": AXIS_SYMBOLS["n_A"], "n_B": AXIS_SYMBOLS["n_B"], "n": AXI
 DECISION_COLORS = ("#2166ac", "#c6dbef", "#b2182b", "#f4a582", "#9e9e9e", "#ffffff")
 
 
-def save(fig, out) -> None:
+def save(fig, out, dpi: int = 150) -> None:
     """Save ``fig`` to ``out`` (checked by ``validate.as_out_path``: its extension one of
     ``FORMATS``), atomically: an interrupted save leaves the file as it was."""
     out = as_out_path(out, formats=FORMATS)
     with replacing(out) as tmp:
-        fig.savefig(tmp, dpi=150, format=out.suffix.lower().lstrip("."))
+        fig.savefig(tmp, dpi=dpi, format=out.suffix.lower().lstrip("."))
 
 
 def _theory_boundary(ax, x, y, y_line, field, *, color, ls, label):

@@ -121,13 +121,17 @@ def make(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias=True,
         raise InputError(f"bias must be True or False, got {bias!r}")
     loss = losses.get(loss)
     n = as_counts(counts)
-    lw, lh, lb = to_half(as_lam("lam_W", lam_W, positive=True),
-                                            as_lam("lam_H", lam_H, positive=True),
-                                            as_lam("lam_b", lam_b), convention)
+    given = (as_lam("lam_W", lam_W, positive=True), as_lam("lam_H", lam_H, positive=True),
+             as_lam("lam_b", lam_b))
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        lw, lh, lb = (np.asarray(v, np.float64) for v in to_half(*given, convention))
         prod = np.asarray(lw, np.float64) * np.asarray(lh, np.float64)
         ratio = np.asarray(lh, np.float64) / np.asarray(lw, np.float64)
     tiny = np.finfo(np.float64).tiny
+    for name, v in (("lam_W", lw), ("lam_H", lh), ("lam_b", lb)):
+        if not np.all(np.isfinite(v)):  # finite as given, but doubled by "paper"
+            raise InputError(f"{name} = {np.asarray(v).tolist()} in the half convention is "
+                             "outside float64's range")
     for name, v in (("lam_W * lam_H", prod), ("lam_H / lam_W", ratio)):
         if not np.all(np.isfinite(v) & (v >= tiny)):
             raise InputError(

@@ -92,8 +92,6 @@ def prepare(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias=True, d=None, m=
     d = K if d is None else as_int("d", d, minimum=1)
     m = as_int("m", m, minimum=1)
     max_steps = as_int("max_steps", max_steps, minimum=1)
-    if max_steps >= 2**31:
-        raise InputError(f"max_steps must be < 2**31, got {max_steps}")
     memory_size = as_int("memory_size", memory_size, minimum=1)
     optimizers.check(optimizer)
     if method not in METHODS:
