@@ -1,80 +1,205 @@
-"""A run directory on disk: its files, its lock, its chunks in orbax's layout, and load.
+"""A run directory on disk: its manifest, its spec, its lock, and load.
 
 A run directory holds
 
+    manifest.json    what the directory holds, written (atomically) before any chunk:
+                     {"format": 1, "spec_sha256": sha256 of spec.toml, "grid_shape": the
+                     grid's shape, "cells": their number, "chunk_size": the chunk size
+                     asked for, "source": the path the spec was read from, "versions":
+                     {"ncjax", "jax", "orbax"} that started the run}
     spec.toml        the spec as given (resume refuses it if it was changed since)
-    run.json         {"spec_sha256": sha256 of spec.toml, "chunk_size": the chunk size
-                     asked for, "source": the path the spec was read from}
-    chunks/<c>/      one orbax checkpoint per finished chunk (step c = 0, 1, …), written by
-                     every process that holds a shard and committed once by orbax (a chunk
-                     is either there whole or absent)
+    chunks/, index/, damaged/
+                     the chunks in orbax's layout, their index entries and checksums, and
+                     the chunks that failed their checks, set aside (``ncjax.chunks``)
     .lock            the pid of the process writing here (a second writer is refused)
 
-The chunk format: one orbax StandardSave tree per chunk, with
+Files are written by ``chunks.write_atomic``: spec.toml first, then manifest.json. A
+directory that holds only spec.toml is a start that stopped before its manifest: ``resume``
+continues it, and ``sweep`` with the same spec adopts it. ``sweep`` refuses any other
+non-empty directory that is not a new run (foreign data is never taken for results).
 
-    index            int64 (rows,): each row's flat grid index, -1 for a padding row (a
-                     chunk is padded to its compiled width by repeating its last cell)
-    objective, gap, grad_norm, steps, status (int, ``STATUS_NAMES``), Z, b, class_means, W
-                     the solver's per-configuration outputs, leading axis rows
-    metrics, theory  dicts of per-configuration arrays (``metrics.<name>`` once loaded)
+Runs written before the manifest (``legacy``: spec.toml, run.json = {"spec_sha256",
+"chunk_size", "source"}, chunks/ without index/) are still read: their chunks without
+checksums (``load`` says so in one warning); ``resume`` indexes and checksums them and
+writes their manifest.
 
-H is not saved: it is (K, m, d) per cell, and class_means summarises it. Reading a chunk
-drops its padding rows. This module owns the bytes on disk; the driver
-(``ncjax.sweep``) decides what to solve and when to write.
+``load`` verifies every chunk it reads (``chunks.Chunks.verify``). A damaged one is a
+RunError naming it and saying that ``ncjax resume DIR`` solves it again; with
+``skip_damaged=True`` its cells load as "missing" instead, with one warning each. This
+module owns the run directory; the driver (``ncjax.sweep``) decides what to solve and when
+to write.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import os
-import shutil
+import warnings
 from pathlib import Path
+from typing import NamedTuple
 
-import jax
 import numpy as np
 
 from ncjax import spec as _spec
+from ncjax.chunks import TMP_PREFIX, Chunks, Damaged, write_atomic
 from ncjax.stopping import STATUS_NAMES
-from ncjax.validate import InputError
+from ncjax.validate import InputError, NCJaxWarning
 
-__all__ = ["RunError", "Lock", "Chunks", "create_run", "open_run", "SweepGrid", "load"]
+__all__ = ["DEFAULT_CHUNK", "FORMAT", "RunError", "Run", "Lock", "Chunks", "check_new",
+           "create_run", "write_manifest", "open_run", "check_shape", "SweepGrid", "load"]
+
+FORMAT = 1
+DEFAULT_CHUNK = 1024
+MANIFEST, SPEC, LEGACY = "manifest.json", "spec.toml", "run.json"
 
 
 class RunError(InputError):
     """A run directory that cannot be used as asked (exists, locked, changed spec, …)."""
 
 
+class Run(NamedTuple):
+    """An opened run directory: ``meta`` its manifest (or legacy run.json; None for a start
+    that stopped before its manifest), ``spec``, ``kind`` "run" | "legacy" | "unstarted",
+    and ``chunk_size``."""
+
+    out: Path
+    meta: dict | None
+    spec: _spec.Spec
+    kind: str
+    chunk_size: int
+
+
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def create_run(out: Path, sp: _spec.Spec, chunk_size: int, source) -> None:
-    """Make ``out`` a new run directory of the spec ``sp`` (its spec.toml and run.json);
-    RunError if it already holds a run."""
+def _listing(out: Path) -> list[str]:
+    """The names in ``out`` but ncjax's unfinished temporary files."""
+    try:
+        return sorted(n for n in os.listdir(out) if not n.startswith(TMP_PREFIX))
+    except OSError as e:
+        raise RunError(f"{out}: cannot read the directory ({e.strerror})") from None
+
+
+def check_new(out, sp: _spec.Spec) -> None:
+    """RunError unless ``out`` can become a new run of ``sp``: absent, an empty writable
+    directory, or a start of the same spec that stopped before its manifest."""
     out = Path(out)
-    if (out / "spec.toml").exists():
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a directory")
+    if not out.is_dir():
+        return
+    names = _listing(out)
+    if MANIFEST in names or LEGACY in names:
         raise RunError(f"{out}: already holds a run; continue it with `ncjax resume {out}`")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.toml").write_text(sp.text)
-    (out / "run.json").write_text(json.dumps(
-        {"spec_sha256": _sha(sp.text), "chunk_size": chunk_size, "source": str(source)},
+    if [n for n in names if n != ".lock"] == [SPEC]:
+        try:
+            same = (out / SPEC).read_text() == sp.text
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            raise RunError(f"{out}: holds the spec.toml of another run that did not start; "
+                           f"continue it with `ncjax resume {out}`, or choose another --out")
+    elif names:
+        shown = ", ".join(names[:3]) + (", …" if len(names) > 3 else "")
+        raise RunError(f"{out}: not empty and not an ncjax run (it holds {shown}); a sweep "
+                       "starts only in a new or empty directory")
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise RunError(f"{out}: cannot write to this directory")
+
+
+def write_manifest(out, sp: _spec.Spec, chunk_size: int, source, shape) -> None:
+    """Write ``out``/manifest.json (module docstring) atomically."""
+    import jax
+
+    import ncjax
+
+    try:
+        orbax = importlib.metadata.version("orbax-checkpoint")
+    except importlib.metadata.PackageNotFoundError:
+        orbax = "unknown"
+    shape = [int(n) for n in shape]
+    write_atomic(Path(out) / MANIFEST, json.dumps({
+        "format": FORMAT, "spec_sha256": _sha(sp.text), "grid_shape": shape,
+        "cells": int(np.prod(shape)), "chunk_size": int(chunk_size), "source": str(source),
+        "versions": {"ncjax": ncjax.__version__, "jax": jax.__version__, "orbax": orbax}},
         indent=1))
 
 
-def open_run(out: Path) -> tuple[dict, _spec.Spec]:
-    """run.json (as a dict) and the spec of the run directory ``out``; RunError if it is not
-    one or its spec.toml was changed after the run started."""
+def create_run(out, sp: _spec.Spec, chunk_size: int, source, shape) -> None:
+    """Make ``out`` a new run directory of the spec ``sp`` (``check_new``; its spec.toml,
+    then its manifest); RunError if it cannot be one."""
     out = Path(out)
+    check_new(out, sp)
     try:
-        meta = json.loads((out / "run.json").read_text())
-        text = (out / "spec.toml").read_text()
-    except (OSError, ValueError):
-        raise RunError(f"{out}: not a run directory (no readable spec.toml and run.json)") from None
-    if _sha(text) != meta["spec_sha256"]:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / SPEC, sp.text)
+        write_manifest(out, sp, chunk_size, source, shape)
+    except OSError as e:
+        raise RunError(f"{out}: cannot write the run directory: {e.strerror or e}") from None
+
+
+def _checked_meta(path: Path, legacy: bool) -> dict:
+    """The manifest (or legacy run.json) at ``path``, its keys checked."""
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{path}: cannot be read as JSON ({type(e).__name__}); not a run "
+                       "file ncjax wrote") from None
+    need = {"spec_sha256": str, "chunk_size": int}
+    if not legacy:
+        need.update(format=int, grid_shape=list, source=str)
+    if not isinstance(meta, dict):
+        raise RunError(f"{path}: not a run file ncjax wrote (a JSON object is expected)")
+    for key, kind in need.items():
+        v = meta.get(key)
+        if not isinstance(v, kind) or isinstance(v, bool):
+            got = "no such key" if key not in meta else f"got {v!r}"
+            raise RunError(f"{path}: not a run file ncjax wrote: {key!r} must be "
+                           f"{'an integer' if kind is int else 'a ' + kind.__name__} ({got})")
+    if meta["chunk_size"] < 1:
+        raise RunError(f"{path}: not a run file ncjax wrote: 'chunk_size' must be >= 1 "
+                       f"(got {meta['chunk_size']})")
+    if not legacy and meta["format"] != FORMAT:
+        raise RunError(f"{path}: run format {meta['format']}; this ncjax reads format {FORMAT}")
+    return meta
+
+
+def open_run(out) -> Run:
+    """The run directory ``out`` (``Run``); RunError if it is not one, its files are not
+    ncjax's, or its spec.toml was changed after the run started."""
+    out = Path(out)
+    if not out.is_dir():
+        why = "not a directory" if out.exists() else "no such directory"
+        raise RunError(f"{out}: not a run directory ({why})")
+    if (out / MANIFEST).exists():
+        kind, meta = "run", _checked_meta(out / MANIFEST, legacy=False)
+    elif (out / LEGACY).exists():
+        kind, meta = "legacy", _checked_meta(out / LEGACY, legacy=True)
+    elif [n for n in _listing(out) if n != ".lock"] == [SPEC]:
+        kind, meta = "unstarted", None  # stopped between its spec.toml and its manifest
+    else:
+        raise RunError(f"{out}: not a run directory (no manifest.json, nor the spec.toml "
+                       "and run.json of an earlier ncjax)")
+    try:
+        text = (out / SPEC).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunError(f"{out / SPEC}: cannot read the run's spec ({type(e).__name__})") from None
+    if meta is not None and _sha(text) != meta["spec_sha256"]:
         raise RunError(f"{out}/spec.toml was changed after the run started; a resumed run "
                        "must keep its spec (start a new run directory instead)")
-    return meta, _spec.loads(text, str(out / "spec.toml"))
+    sp = _spec.loads(text, str(out / SPEC))
+    size = meta["chunk_size"] if meta else sp.run.get("chunk_size", DEFAULT_CHUNK)
+    return Run(out, meta, sp, kind, size)
+
+
+def check_shape(run: Run, shape) -> None:
+    """RunError if the manifest's grid is not the spec's (``shape``)."""
+    if run.kind == "run" and tuple(run.meta["grid_shape"]) != tuple(shape):
+        raise RunError(f"{run.out / MANIFEST}: its grid {tuple(run.meta['grid_shape'])} is "
+                       f"not the spec's {tuple(shape)}")
 
 
 class Lock:
@@ -84,19 +209,29 @@ class Lock:
         self.path = Path(out) / ".lock"
 
     def __enter__(self):
+        where = self.path.parent
         for _ in range(2):
             try:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
+                if self.path.is_symlink() or not self.path.is_file():
+                    raise RunError(f"{self.path}: not a lock file; remove it if no ncjax "
+                                   f"process is writing to {where}") from None
                 try:
                     pid = int(self.path.read_text() or 0)
                 except (OSError, ValueError):
                     pid = 0
                 if pid and _alive(pid):
-                    raise RunError(f"{self.path.parent}: another process (pid {pid}) is "
+                    raise RunError(f"{where}: another process (pid {pid}) is "
                                    "writing to this run directory") from None
-                self.path.unlink(missing_ok=True)  # stale: its writer is gone
+                try:
+                    self.path.unlink(missing_ok=True)  # stale: its writer is gone
+                except OSError as e:
+                    raise RunError(f"{self.path}: a stale lock that cannot be removed "
+                                   f"({e.strerror})") from None
                 continue
+            except OSError as e:
+                raise RunError(f"{where}: cannot take the lock ({e.strerror})") from None
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             return self
@@ -114,91 +249,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-# Saved per configuration (H is not: (K, m, d) per cell, and class_means summarises it).
-_SAVED = ("objective", "gap", "grad_norm", "steps", "status", "Z", "b", "class_means", "W",
-          "metrics", "theory")
-
-
-def _pack(result: dict, index: np.ndarray) -> dict:
-    """One chunk as an orbax tree: the raw solver outputs (jax Arrays, possibly sharded
-    over several processes, padded) and ``index``, each row's flat grid index (-1 for a
-    padding row)."""
-    return {"index": np.asarray(index, np.int64), **{k: result[k] for k in _SAVED}}
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    """{"metrics": {"nc1": a}} → {"metrics.nc1": a}."""
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            flat[prefix + k] = np.asarray(v)
-    return flat
-
-
-class Chunks:
-    """The chunks of the run directory ``out``: DIR/chunks/, one orbax checkpoint each
-    (created on first use). Every process of a multi-process run opens it; ``save`` is
-    then called by all of them with the same step."""
-
-    def __init__(self, out: Path):
-        import orbax.checkpoint as ocp
-
-        self.out = Path(out)
-        self._mngr = ocp.CheckpointManager(
-            (self.out / "chunks").absolute(), item_handlers=ocp.StandardCheckpointHandler(),
-            options=ocp.CheckpointManagerOptions(max_to_keep=None, create=True,
-                                                 enable_async_checkpointing=False))
-
-    def steps(self) -> list[int]:
-        """The committed chunks' steps."""
-        return list(self._mngr.all_steps())
-
-    def restore(self, step: int) -> dict:
-        """Chunk ``step`` as a flat dict of numpy arrays ("metrics.nc1", …), padding rows
-        dropped. Restored as numpy whatever devices or processes wrote it (the target tree
-        is built from the stored shapes and dtypes)."""
-        import orbax.checkpoint as ocp
-
-        meta = self._mngr.item_metadata(step)
-        meta = getattr(meta, "tree", meta)
-        target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), meta)
-        chunk = _flatten(self._mngr.restore(step, args=ocp.args.StandardRestore(target)))
-        keep = chunk["index"] >= 0
-        return {k: v[keep] for k, v in chunk.items()}
-
-    def read(self, log, primary: bool) -> dict[int, dict]:
-        """Every committed chunk that restores, by step. A damaged one is reported through
-        ``log`` and (by the ``primary`` process) removed, so that its cells are solved
-        again; call ``reload`` once every process has read."""
-        good = {}
-        for step in self._mngr.all_steps():
-            try:
-                good[step] = self.restore(step)
-            except Exception as e:  # noqa: BLE001 - any failure to read means damaged
-                log(f"chunk {step} is damaged ({type(e).__name__}); its cells will be solved again")
-                if primary:
-                    shutil.rmtree(self.out / "chunks" / str(step), ignore_errors=True)
-        return good
-
-    def reload(self) -> None:
-        """See the directory as it is now (after damaged chunks were removed)."""
-        self._mngr.reload()
-
-    def save(self, step: int, result: dict, index: np.ndarray) -> None:
-        """Commit chunk ``step``: the solver's outputs ``result`` (padded rows included) and
-        ``index``, each row's flat grid index (-1 for a padding row). Returns once it is
-        committed."""
-        import orbax.checkpoint as ocp
-
-        self._mngr.save(step, args=ocp.args.StandardSave(_pack(result, index)))
-        self._mngr.wait_until_finished()
-
-    def close(self) -> None:
-        self._mngr.close()
 
 
 class SweepGrid:
@@ -241,19 +291,45 @@ class SweepGrid:
         return xr.Dataset(data, coords=dict(self.axes))
 
 
-def load(out) -> SweepGrid:
-    """Load a run directory, finished or not: missing cells are NaN and "missing"."""
+def _damaged(out: Path, step: int, why: str, skip: bool) -> None:
+    if not skip:
+        raise RunError(f"{out}: chunk {step} is damaged ({why}); `ncjax resume {out}` sets "
+                       "it aside and solves its cells again")
+    warnings.warn(f"{out}: chunk {step} is damaged ({why}): its cells load as missing; "
+                  f"`ncjax resume {out}` solves them again", NCJaxWarning, stacklevel=3)
+
+
+def load(out, *, skip_damaged: bool = False) -> SweepGrid:
+    """Load a run directory, finished or not: missing cells are NaN and "missing". Every
+    chunk is verified; a damaged one is a RunError (``skip_damaged``: its cells load as
+    missing, with a warning). A chunk still being written loads as missing."""
     out = Path(out)
-    _, sp = open_run(out)
+    run = open_run(out)
+    sp = run.spec
     grid = _spec.expand(sp)
+    check_shape(run, grid.shape)
     total = int(np.prod(grid.shape))
     fields: dict[str, np.ndarray] = {}
     status = np.full(total, "missing", dtype=object)
     done = np.zeros(total, bool)
-    if (out / "chunks").exists():
-        chunks = Chunks(out)
-        for step in chunks.steps():
-            chunk = chunks.restore(step)
+    chunks = Chunks(out, read_only=True)
+    if run.kind == "legacy":
+        entries, bad = {s: None for s in chunks.steps()}, {}
+        warnings.warn(f"{out}: a run written before checksums (no manifest.json): its chunks "
+                      f"are read without them; `ncjax resume {out}` checksums them",
+                      NCJaxWarning, stacklevel=2)
+    else:
+        entries, _, bad = chunks.entries()
+        entries = {s: e for s, e in entries.items() if not e.get("pending")}
+    for step, why in sorted(bad.items()):
+        _damaged(out, step, why, skip_damaged)
+    try:
+        for step, e in sorted(entries.items()):
+            try:
+                chunk = chunks.verify(step, e, total)
+            except Damaged as why:
+                _damaged(out, step, str(why), skip_damaged)
+                continue
             idx = chunk.pop("index")
             status[idx] = np.asarray(STATUS_NAMES)[chunk.pop("status")]
             done[idx] = True
@@ -267,6 +343,7 @@ def load(out) -> SweepGrid:
                 if fields[k].shape[1:] != v.shape[1:]:
                     continue  # per-class fields of a grid whose K varies: not stacked
                 fields[k][idx] = v
+    finally:
         chunks.close()
     shape = grid.shape
     fields = {k: v.reshape(shape + v.shape[1:]) for k, v in fields.items()}

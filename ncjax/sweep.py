@@ -1,23 +1,29 @@
 """The sweep driver: run a spec's grid in chunks, resume a stopped run.
 
-Data flow: spec → grid (``ncjax.spec.expand``) → chunks (``plan``: at most ``chunk_size``
+Data flow: spec → grid (``ncjax.spec.expand``) → checked (``check``: what
+``solver.prepare`` refuses, and the chunk size, before the run directory is written) →
+chunks (``plan``: at most ``chunk_size``
 configurations sharing one K, not yet in a committed chunk, fewer where device memory is
 short) → ``solver.solve_sharded`` over every device of every process → one committed
 chunk each (``ncjax.store``, which owns the run directory's layout and the chunk format).
 Configuration i starts from the key fold_in(key(seed_i), i), so its result does not depend
 on the chunking, the device count or a resume. I/O and progress live here and in
-``ncjax.store`` only. With several processes every process runs the same driver; the
-collectives (``_all_ok``, the barrier after damaged chunks are removed) keep them in step,
-and process 0 alone takes the lock, writes the run's files and reports.
+``ncjax.store`` only. A resume first surveys the chunks (``store.Chunks.survey``: every
+chunk verified, a damaged one set aside and its cells solved again). With several
+processes every process runs the same driver; the collectives (``_all_ok``, the survey's
+barriers) keep them in step, and process 0 alone takes the lock, writes the run's files
+and reports.
 
 ``load``, ``SweepGrid`` and ``RunError`` are ``ncjax.store``'s, re-exported.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import jax
@@ -25,12 +31,11 @@ import numpy as np
 
 from ncjax import batching, dtypes, solver, store
 from ncjax import spec as _spec
-from ncjax.store import RunError, SweepGrid, load
+from ncjax.store import DEFAULT_CHUNK, RunError, SweepGrid, load
+from ncjax.validate import InputError
 
-__all__ = ["DEFAULT_CHUNK", "RunError", "SweepGrid", "bytes_per_config", "load",
-           "memory_budget", "plan", "resume", "run"]
-
-DEFAULT_CHUNK = 1024
+__all__ = ["DEFAULT_CHUNK", "RunError", "SweepGrid", "bytes_per_config", "check",
+           "check_chunk_size", "load", "memory_budget", "plan", "resume", "run"]
 
 
 def plan(grid: _spec.Grid, chunk_size: int, done=None) -> list[np.ndarray]:
@@ -88,12 +93,42 @@ def _progress(done, total, rate, t_left, file):
           f"{rate:.1f}/s  ETA {eta}", end="", file=file, flush=True)
 
 
-def _execute(out: Path, spec: _spec.Spec, chunk_size: int, quiet: bool) -> SweepGrid:
+def check_chunk_size(size) -> int:
+    """``size`` if it is a chunk size (an integer >= 1), else RunError."""
+    if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+        raise RunError(f"chunk size (--chunk-size, [run].chunk_size) must be an integer "
+                       f">= 1, got {size!r}")
+    return int(size)
+
+
+def check(spec: _spec.Spec, grid: _spec.Grid) -> None:
+    """SpecError for a setting the solver refuses (``solver.prepare``: e.g. method
+    "convex" with d < K − 1, ftol < 0, max_steps ≥ 2**31), found before anything is
+    written: ``prepare`` is called on each K block with its first cell's counts and every
+    cell's λ's and seed (numpy only, nothing compiled)."""
+    p, opts = grid.params, spec.solver
+    for b in grid.blocks():
+        try:
+            with warnings.catch_warnings():  # the solve warns again, chunk by chunk
+                warnings.simplefilter("ignore")
+                solver.prepare(grid.counts(b[:1])[0], p["lam_W"][b], p["lam_H"][b],
+                               p["lam_b"][b], d=int(p["d"][b[0]]),
+                               m=int(spec.problem.get("m", 1)), seed=p["seed"][b],
+                               key_index=b, loss=spec.problem.get("loss", "ce"),
+                               bias=spec.problem.get("bias", True), **opts)
+        except InputError as e:
+            raise _spec.SpecError(f"{spec.path}: {e} (in the cells with K = "
+                                  f"{int(p['K'][b[0]])})") from None
+
+
+def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, quiet: bool,
+             kind: str = "run", source="unknown") -> SweepGrid:
+    """Under the lock: survey the chunks, write the manifest of a run that has none
+    (``kind`` "legacy" or "unstarted", see ``store.Run``), solve what is not done."""
     file = sys.stderr
     primary = jax.process_index() == 0
     say = not quiet and primary
     log = (lambda msg: print(f"ncjax: {msg}", file=file)) if say else (lambda msg: None)
-    grid = _spec.expand(spec)
     total = int(np.prod(grid.shape))
     lock, err = store.Lock(out), None
     if primary:
@@ -104,30 +139,29 @@ def _execute(out: Path, spec: _spec.Spec, chunk_size: int, quiet: bool) -> Sweep
     if not _all_ok(err is None):
         raise err or RunError(f"{out}: process 0 could not take the run directory's lock")
     try:
-        _solve_chunks(out, spec, grid, total, chunk_size, log, say, primary, file)
+        chunks = store.Chunks(out, primary=primary)
+        try:
+            done, next_step = chunks.survey(total, log, legacy=kind == "legacy")
+            if kind != "run" and primary:
+                try:
+                    store.write_manifest(out, spec, chunk_size, source, grid.shape)
+                except OSError as e:
+                    raise RunError(f"{out}: cannot write manifest.json ({e.strerror})") from None
+            _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file)
+        finally:
+            chunks.close()
     finally:
         if primary:
             lock.__exit__()
     return load(out)
 
 
-def _solve_chunks(out, spec, grid, total, chunk_size, log, say, primary, file):
-    """Solve every cell not yet in a committed chunk, chunk by chunk; each chunk is one
-    orbax checkpoint (step = the next free integer)."""
-    from jax.experimental import multihost_utils
-
-    chunks = store.Chunks(out)
-    stored = chunks.read(log, primary)
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("ncjax: damaged chunks removed")
-    chunks.reload()
-    done = np.zeros(total, bool)
-    for chunk in stored.values():
-        done[chunk["index"]] = True
-    next_step = max(stored, default=-1) + 1
+def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file):
+    """Solve every cell not ``done``, chunk by chunk; each chunk is one orbax checkpoint
+    (step = the next free integer) and its index entry."""
+    total = done.size
     if done.any():
-        log(f"resuming: {int(done.sum())} of {total} configurations already done "
-            f"({len(stored)} chunks)")
+        log(f"resuming: {int(done.sum())} of {total} configurations already done")
     devices = jax.devices()
     p, m, opts = grid.params, int(spec.problem.get("m", 1)), spec.solver
     K, d = int(p["K"].max()), int(p["d"].max())
@@ -163,7 +197,8 @@ def _solve_chunks(out, spec, grid, total, chunk_size, log, say, primary, file):
                 r, err = None, e
             if not _all_ok(err is None):
                 if idx.size == 1:
-                    raise RunError("one configuration does not fit in device memory") from err
+                    raise RunError("one configuration does not fit in device memory; this run "
+                                   "cannot finish here (start a smaller one)") from err
                 size = max(1, idx.size // 2)
                 log(f"a chunk of {idx.size} configurations did not fit in device memory; "
                     f"retrying in chunks of {size}")
@@ -182,32 +217,40 @@ def _solve_chunks(out, spec, grid, total, chunk_size, log, say, primary, file):
         print(file=file)
         dt = time.perf_counter() - t0
         log(f"solved {n_new} configurations in {dt:.1f} s ({n_new / dt:.1f}/s)")
-    chunks.close()
 
 
 def run(spec_path, out, *, chunk_size: int | None = None, quiet: bool = False) -> SweepGrid:
     """Start a sweep of the spec at ``spec_path`` in the new directory ``out``; returns the
-    loaded grid (``load``). With several processes (``jax.distributed.initialize`` called
-    first) every process calls it with the same arguments and ``out`` on a file system
-    they share; each solves its addressable shards and orbax writes the chunks."""
+    loaded grid (``load``). Everything is checked (the spec, the solver's settings, the
+    chunk size, ``out``: ``store.check_new``) before anything is written. With several
+    processes (``jax.distributed.initialize`` called first) every process calls it with
+    the same arguments and ``out`` on a file system they share; each solves its
+    addressable shards and orbax writes the chunks."""
     sp = _spec.load(spec_path)
     out = Path(out)
-    size = chunk_size or sp.run.get("chunk_size", DEFAULT_CHUNK)
+    size = check_chunk_size(sp.run.get("chunk_size", DEFAULT_CHUNK) if chunk_size is None
+                            else chunk_size)
+    grid = _spec.expand(sp)
+    check(sp, grid)
     err = None
-    if size < 1:
-        err = RunError(f"chunk size must be >= 1, got {size}")
-    elif jax.process_index() == 0:
+    if jax.process_index() == 0:
         try:
-            store.create_run(out, sp, size, spec_path)
+            store.create_run(out, sp, size, spec_path, grid.shape)
         except RunError as e:
             err = e
     if not _all_ok(err is None):
         raise err or RunError(f"{out}: process 0 refused the run directory (see its output)")
-    return _execute(out, sp._replace(path=str(out / "spec.toml")), size, quiet)
+    sp = sp._replace(path=str(out / "spec.toml"))
+    return _execute(out, sp, grid._replace(spec=sp), size, quiet)
 
 
 def resume(out, *, quiet: bool = False) -> SweepGrid:
-    """Continue the run in ``out`` where it stopped; returns the loaded grid."""
+    """Continue the run in ``out`` where it stopped (a run of an earlier ncjax, or a start
+    that stopped before its manifest, too); returns the loaded grid."""
     out = Path(out)
-    meta, sp = store.open_run(out)
-    return _execute(out, sp, meta["chunk_size"], quiet)
+    r = store.open_run(out)
+    grid = _spec.expand(r.spec)
+    store.check_shape(r, grid.shape)
+    check(r.spec, grid)
+    size = check_chunk_size(r.chunk_size)
+    return _execute(out, r.spec, grid, size, quiet, r.kind, (r.meta or {}).get("source", "unknown"))

@@ -1,6 +1,7 @@
-"""The run directory without a solve: its files and their checks, the lock, the chunk
-format (index -1 for padding rows, dropped on reading; nested metrics flattened), and load
-of a partly written grid (missing cells NaN / -1 / "missing")."""
+"""The run directory without a solve: its manifest and their checks, the lock, the chunk
+format (index -1 for padding rows, dropped on reading; nested metrics flattened), the
+index entries and checksums, and load of a partly written grid (missing cells NaN / -1 /
+"missing")."""
 
 import json
 import os
@@ -10,6 +11,7 @@ import sys
 import numpy as np
 import pytest
 
+from ncjax import chunks as chunks_mod
 from ncjax import spec, store
 from ncjax.stopping import STATUS_NAMES
 
@@ -46,20 +48,25 @@ def run_dir(tmp_path):
     (tmp_path / "spec.toml").write_text(SPEC)
     sp = spec.load(tmp_path / "spec.toml")
     out = tmp_path / "run"
-    store.create_run(out, sp, 4, tmp_path / "spec.toml")
+    store.create_run(out, sp, 4, tmp_path / "spec.toml", (2, 3))
     return out, sp
 
 
 def test_create_and_open_run(run_dir, tmp_path):
     out, sp = run_dir
     assert (out / "spec.toml").read_text() == SPEC
-    meta = json.loads((out / "run.json").read_text())
-    assert set(meta) == {"spec_sha256", "chunk_size", "source"}
+    meta = json.loads((out / "manifest.json").read_text())
+    assert set(meta) == {"format", "spec_sha256", "grid_shape", "cells", "chunk_size",
+                         "source", "versions"}
     assert meta["chunk_size"] == 4 and meta["source"] == str(tmp_path / "spec.toml")
-    meta2, sp2 = store.open_run(out)
-    assert meta2 == meta and sp2.text == SPEC and sp2.path == str(out / "spec.toml")
+    assert meta["grid_shape"] == [2, 3] and meta["cells"] == 6 and meta["format"] == 1
+    assert set(meta["versions"]) == {"ncjax", "jax", "orbax"}
+    r = store.open_run(out)
+    assert r.meta == meta and r.kind == "run" and r.chunk_size == 4
+    assert r.spec.text == SPEC and r.spec.path == str(out / "spec.toml")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "spec.toml"]
     with pytest.raises(store.RunError, match="already holds a run"):
-        store.create_run(out, sp, 4, "x")
+        store.create_run(out, sp, 4, "x", (2, 3))
     (out / "spec.toml").write_text(SPEC + "# edited\n")
     with pytest.raises(store.RunError, match="was changed after the run started"):
         store.open_run(out)
@@ -83,7 +90,8 @@ def test_lock(tmp_path):
 
 def test_chunk_format_and_load(run_dir):
     """Two chunks of a 6-cell grid (2 × 3), 4 cells in all, one padding row: on disk the
-    index keeps the -1, read back it is gone; the unsolved cells load as missing."""
+    index keeps the -1, read back it is gone; each chunk has its index entry with the
+    checksum of its arrays and its files; the unsolved cells load as missing."""
     import orbax.checkpoint as ocp
 
     out, _ = run_dir
@@ -91,7 +99,16 @@ def test_chunk_format_and_load(run_dir):
     chunks.save(0, _fake_result(3), np.array([0, 4, -1]))
     chunks.save(1, _fake_result(2), np.array([5, 1]))
     assert chunks.steps() == [0, 1]
-    c0 = chunks.restore(0)
+    entries, foreign, bad = chunks.entries()
+    assert sorted(entries) == [0, 1] and foreign == [] and bad == {}
+    e0 = json.loads((out / "index" / "0.json").read_text())
+    assert e0 == entries[0] and e0["cells"] == [0, 4] and e0["rows"] == 3
+    assert set(e0) == {"step", "cells", "rows", "arrays_sha256", "files"}
+    assert set(e0["files"]) == {str(p.relative_to(out / "chunks" / "0").as_posix())
+                                for p in (out / "chunks" / "0").rglob("*") if p.is_file()}
+    raw0 = chunks.restore_raw(0)
+    assert e0["arrays_sha256"] == chunks_mod.checksum(raw0)
+    c0 = chunks.verify(0, e0, 6)
     assert set(c0) == {"index", "objective", "gap", "grad_norm", "steps", "status", "Z", "b",
                        "class_means", "W", "metrics.nc1", "metrics.collapsed", "theory.spread"}
     np.testing.assert_array_equal(c0["index"], [0, 4])
@@ -113,7 +130,20 @@ def test_chunk_format_and_load(run_dir):
                                          "missing", STATUS_NAMES[1], STATUS_NAMES[0]]
 
 
-def test_a_damaged_chunk_is_reported_and_removed(run_dir):
+def test_checksum_is_canonical():
+    """The same arrays in another key order give the same checksum; another dtype, shape
+    or byte gives another."""
+    a = {"x": np.arange(4.0), "y": np.ones((2, 2), np.int32)}
+    c = chunks_mod.checksum(a)
+    assert chunks_mod.checksum({"y": a["y"], "x": a["x"]}) == c
+    assert chunks_mod.checksum({"x": np.arange(4.0).astype(np.float32), "y": a["y"]}) != c
+    assert chunks_mod.checksum({"x": np.arange(4.0).reshape(2, 2), "y": a["y"]}) != c
+    b = np.arange(4.0)
+    b[3] = np.nextafter(3.0, 4.0)
+    assert chunks_mod.checksum({"x": b, "y": a["y"]}) != c
+
+
+def test_a_damaged_chunk_is_reported_and_set_aside(run_dir):
     out, _ = run_dir
     chunks = store.Chunks(out)
     chunks.save(0, _fake_result(2), np.array([0, 1]))
@@ -122,9 +152,30 @@ def test_a_damaged_chunk_is_reported_and_removed(run_dir):
         if f.is_file() and f.name != "commit_success.txt":
             f.write_bytes(b"garbage")
     said = []
-    good = chunks.read(said.append, primary=True)
-    assert list(good) == [0] and len(said) == 1 and said[0].startswith("chunk 1 is damaged")
-    assert not (out / "chunks" / "1").exists()
-    chunks.reload()
+    done, next_step = chunks.survey(6, said.append)
+    assert done.tolist() == [True, True, False, False, False, False] and next_step == 2
+    assert len(said) == 1 and said[0].startswith("chunk 1 is damaged (its file ")
+    assert not (out / "chunks" / "1").exists() and not (out / "index" / "1.json").exists()
+    assert (out / "damaged" / "1" / "commit_success.txt").exists()  # set aside, not deleted
+    assert json.loads((out / "damaged" / "1.json").read_text())["cells"] == [2, 3]
     assert chunks.steps() == [0]
+    chunks.close()
+
+
+def test_an_interrupted_write_is_finished_or_dropped(run_dir):
+    """A chunk committed by orbax whose entry is still pending is verified and indexed;
+    a pending entry whose chunk never committed is dropped with orbax's temporary folder."""
+    out, _ = run_dir
+    chunks = store.Chunks(out)
+    chunks.save(0, _fake_result(2), np.array([0, 1]))
+    # as if killed before chunk 0 was indexed, and while chunk 1 was written
+    chunks.write_entry(0, chunks.entry(0, chunks.restore_raw(0), pending=True))
+    chunks.write_entry(1, chunks.entry(1, {"index": np.array([2, 3])}, pending=True))
+    (out / "chunks" / "1.orbax-checkpoint-tmp-123").mkdir()
+    said = []
+    done, next_step = chunks.survey(6, said.append)
+    assert said == [] and done.tolist() == [True, True, False, False, False, False]
+    assert next_step == 2 and sorted(p.name for p in (out / "chunks").iterdir()) == ["0"]
+    assert sorted(p.name for p in (out / "index").iterdir()) == ["0.json"]
+    assert "files" in json.loads((out / "index" / "0.json").read_text())
     chunks.close()

@@ -1,6 +1,7 @@
 """Sweeps: chunking does not change a cell, a SIGKILLed run resumes to the same grid,
 damaged chunks are solved again, one writer per directory, the spec cannot change."""
 
+import json
 import os
 import signal
 import subprocess
@@ -88,13 +89,21 @@ def test_chunking_does_not_change_a_cell(spec_file, reference, tmp_path):
     assert list(sub.axes) == ["lam"] and sub["objective"].shape == (3,)
 
 
+def _indexed(out: Path, step: int) -> bool:
+    """Whether chunk ``step`` of the run ``out`` is committed with its checksums."""
+    try:
+        return "files" in json.loads((out / "index" / f"{step}.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def test_sigkill_then_resume_gives_the_uninterrupted_grid(spec_file, reference, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "ncjax", "sweep", str(spec_file),
                              "--out", str(out), "--chunk-size", "1"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while not (out / "chunks" / "0" / "commit_success.txt").exists():
+    while not _indexed(out, 0):  # chunk 0 committed and its checksums recorded
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
@@ -108,6 +117,7 @@ def test_sigkill_then_resume_gives_the_uninterrupted_grid(spec_file, reference, 
     g = sweep.resume(out, quiet=True)
     _same(g, reference)  # identical: same chunking, same programs
     assert len(list((out / "chunks").iterdir())) == 24  # nothing solved twice
+    assert len(list((out / "index").iterdir())) == 24 and not (out / "damaged").exists()
 
 
 def test_damaged_chunk_is_detected_and_solved_again(spec_file, reference, tmp_path, capsys):
@@ -119,6 +129,7 @@ def test_damaged_chunk_is_detected_and_solved_again(spec_file, reference, tmp_pa
             f.write_bytes(b"garbage")
     g = sweep.resume(out)
     assert "chunk 4 is damaged" in capsys.readouterr().err
+    assert (out / "damaged" / "4").is_dir()  # set aside, not deleted
     _same(g, reference, exact=False)
 
 

@@ -1,0 +1,364 @@
+"""The chunks of a run directory: orbax checkpoints, their index entries and checksums.
+
+    chunks/<step>/       one orbax StandardSave checkpoint per chunk (step = 0, 1, …),
+                         written by every process that holds a shard, committed once by
+                         orbax (a chunk is either there whole or absent)
+    index/<step>.json    the chunk's index entry, written by process 0 alone:
+                         {"step", "cells": the flat grid indices it holds (padding rows
+                         left out), "rows": its stored rows (padding included),
+                         "pending": true} before orbax writes the chunk; once orbax has
+                         committed it the entry is replaced by {"step", "cells", "rows",
+                         "arrays_sha256": ``checksum`` of its arrays, "files": {path
+                         relative to chunks/<step>: sha256 of the file's bytes}}
+    damaged/<step>/, damaged/<step>.json
+                         a chunk (and its entry) that failed its checks, set aside, never
+                         deleted; ``-1``, ``-2``, … are appended when the name is taken
+
+A chunk's tree: ``index`` int64 (rows,), each row's flat grid index, -1 for a padding row
+(a chunk is padded to its compiled width by repeating its last cell); objective, gap,
+grad_norm, steps, status (int, ``STATUS_NAMES``), Z, b, class_means, W (leading axis
+rows); metrics and theory, dicts of such arrays (``metrics.<name>`` once flattened).
+
+Checksums: ``checksum`` is sha256 over the flattened tree in sorted key order, each array
+as the JSON text [key, dtype.str, shape] then its C-order bytes, computed from the arrays
+in memory as orbax is given them; the file digests are taken from disk after the
+commit, so that a change to any byte of any file of the chunk (orbax's metadata too) is
+detected, before orbax reads it. A chunk is verified (``verify``: its files, then orbax's
+restore, then the checksum and the cells) on every read.
+
+What is ncjax's own: an integer directory of chunks/ with an index entry. Anything else
+there is reported by ``survey`` and left as it is, except orbax's temporary directory of a
+write that an entry marks pending (interrupted: removed, it holds nothing committed).
+Files are written by ``write_atomic`` (a temporary file ``.ncjax-tmp-*`` beside the
+target, fsync, ``os.replace``), so each file is there whole or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+__all__ = ["TMP_PREFIX", "Damaged", "Chunks", "checksum", "file_digests", "flatten",
+           "write_atomic"]
+
+TMP_PREFIX = ".ncjax-tmp-"
+# Saved per configuration (H is not: (K, m, d) per cell, and class_means summarises it).
+SAVED = ("objective", "gap", "grad_norm", "steps", "status", "Z", "b", "class_means", "W",
+         "metrics", "theory")
+_ORBAX_TMP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+
+
+class Damaged(Exception):
+    """A chunk that fails its checks; the message says which check."""
+
+
+def write_atomic(path, text: str) -> None:
+    """Write ``text`` to ``path`` so that it appears whole or not at all (OSError if the
+    directory cannot be written)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):  # the rename itself durable (not on every FS)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"metrics": {"nc1": a}} → {"metrics.nc1": a} (numpy arrays)."""
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(flatten(v, f"{prefix}{k}."))
+        else:
+            flat[prefix + k] = np.asarray(v)
+    return flat
+
+
+def checksum(flat: dict) -> str:
+    """sha256 of a flat dict of arrays: per key in sorted order, [key, dtype, shape] as
+    JSON, then the array's C-order bytes."""
+    h = hashlib.sha256()
+    for k in sorted(flat):
+        a = np.ascontiguousarray(flat[k])
+        h.update(json.dumps([k, a.dtype.str, list(a.shape)]).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """{path relative to ``root``: sha256 of its bytes} for every file under ``root``."""
+    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+
+
+def _local(tree) -> dict | None:
+    """The tree as numpy if this process holds every array whole, else None (arrays
+    sharded over several processes: each holds only its shards)."""
+    leaves = jax.tree.leaves(tree)
+    if any(isinstance(a, jax.Array) and not a.is_fully_addressable for a in leaves):
+        return None
+    return jax.tree.map(np.asarray, tree)
+
+
+def _barrier(name: str) -> None:
+    """Wait for every process (with several)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(name)
+
+
+def _entry_ok(e, step: int) -> bool:
+    ints = lambda v: isinstance(v, list) and all(type(i) is int and i >= 0 for i in v)
+    if not (isinstance(e, dict) and e.get("step") == step and ints(e.get("cells"))
+            and type(e.get("rows")) is int and e["rows"] >= len(e["cells"])):
+        return False
+    if e.get("pending") is True:
+        return True
+    files = e.get("files")
+    return (isinstance(e.get("arrays_sha256"), str) and isinstance(files, dict) and bool(files)
+            and all(isinstance(v, str) for v in files.values()))
+
+
+class Chunks:
+    """The chunks of the run directory ``out`` (module docstring). Every process of a
+    multi-process run opens it and calls ``save`` with the same step; process 0
+    (``primary``) alone writes the index and sets chunks aside."""
+
+    def __init__(self, out: Path, *, primary: bool = True, read_only: bool = False):
+        self.out, self.primary, self.read_only = Path(out), primary, read_only
+        self.root, self.index_dir = self.out / "chunks", self.out / "index"
+        self._manager = None
+
+    @property
+    def _mngr(self):
+        """orbax's manager of chunks/, opened on first use (reading a run without chunks
+        opens none)."""
+        if self._manager is None:
+            import orbax.checkpoint as ocp
+
+            self._manager = ocp.CheckpointManager(
+                self.root.absolute(), item_handlers=ocp.StandardCheckpointHandler(),
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=None, create=not self.read_only,
+                    enable_async_checkpointing=False))
+        return self._manager
+
+    def steps(self) -> list[int]:
+        """The steps of chunks/: its directories named by an integer, in order."""
+        if not self.root.is_dir():
+            return []
+        return sorted(int(p.name) for p in self.root.iterdir()
+                      if p.name.isdigit() and str(int(p.name)) == p.name and p.is_dir())
+
+    # -- reading ---------------------------------------------------------------------
+    def entries(self) -> tuple[dict[int, dict], list[str], dict[int, str]]:
+        """(good index entries by step, names in index/ that are not entries, {step: why}
+        for entries that cannot be read)."""
+        good, foreign, bad = {}, [], {}
+        if not self.index_dir.is_dir():
+            return good, foreign, bad
+        for p in sorted(self.index_dir.iterdir()):
+            if p.name.startswith(TMP_PREFIX):
+                continue  # a write that never finished: not an entry
+            stem = p.name[:-5] if p.name.endswith(".json") else ""
+            if not (stem.isdigit() and str(int(stem)) == stem and p.is_file()):
+                foreign.append(p.name)
+                continue
+            step = int(stem)
+            try:
+                e = json.loads(p.read_text())
+            except (OSError, ValueError):
+                e = None
+            if _entry_ok(e, step):
+                good[step] = e
+            else:
+                bad[step] = "its index entry is unreadable"
+        return good, foreign, bad
+
+    def restore_raw(self, step: int) -> dict:
+        """Chunk ``step`` as stored (padding rows included), a flat dict of numpy arrays,
+        restored as numpy whatever devices or processes wrote it (the target tree is built
+        from the stored shapes and dtypes). Damaged if orbax cannot restore it."""
+        import orbax.checkpoint as ocp
+
+        try:
+            meta = self._mngr.item_metadata(step)
+            meta = getattr(meta, "tree", meta)
+            target = jax.tree.map(lambda m: np.empty(m.shape, m.dtype), meta)
+            tree = self._mngr.restore(step, args=ocp.args.StandardRestore(target))
+            flat = flatten(tree)
+        except Exception as e:  # noqa: BLE001 - any failure to restore means damaged
+            raise Damaged(f"orbax cannot restore it: {type(e).__name__}") from None
+        if "index" not in flat:
+            raise Damaged("it has no index array")
+        return flat
+
+    def verify(self, step: int, entry: dict | None, cells: int, padded: bool = False) -> dict:
+        """Chunk ``step`` checked against its index ``entry`` (None: a chunk without
+        checksums, of a run written before them), padding rows dropped (kept if
+        ``padded``); ``cells`` the grid's size. Raises Damaged."""
+        d = self.root / str(step)
+        if not d.is_dir():
+            raise Damaged("its files are missing")
+        if entry is not None and "files" in entry:  # checked before orbax reads them
+            have = file_digests(d)
+            for name, digest in entry["files"].items():
+                if have.get(name) != digest:
+                    how = "missing" if name not in have else "changed"
+                    raise Damaged(f"its file {name} is {how}")
+            extra = sorted(set(have) - set(entry["files"]))
+            if extra:
+                raise Damaged(f"it holds a file it was not written with: {extra[0]}")
+        flat = self.restore_raw(step)
+        want = None if entry is None else entry.get("arrays_sha256")
+        if want is not None and checksum(flat) != want:
+            raise Damaged("its arrays differ from those written (checksum)")
+        index = flat["index"]
+        keep = index >= 0
+        if index.ndim != 1 or (index >= cells).any() or any(
+                v.shape[:1] != index.shape for v in flat.values()):
+            raise Damaged("its cells are not cells of this grid")
+        if entry is not None and (index.size != entry["rows"]
+                                  or index[keep].tolist() != entry["cells"]):
+            raise Damaged("its cells differ from its index entry")
+        return flat if padded else {k: v[keep] for k, v in flat.items()}
+
+    # -- the driver's survey -----------------------------------------------------------
+    def survey(self, cells: int, log, *, legacy: bool = False) -> tuple[np.ndarray, int]:
+        """(done, next_step): which cells (bool, (cells,)) the chunks that pass ``verify``
+        hold, and the next free step. Every process calls it; the primary sets aside
+        damaged chunks (reported through ``log``), indexes a chunk whose commit was not
+        yet recorded (and, ``legacy``, every chunk of a run written before checksums),
+        removes an interrupted write, and reports what under chunks/ is not its own."""
+        entries, foreign_idx, bad = self.entries()
+        names = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
+        steps = set(self.steps())
+        if legacy:  # every orbax step is one of ours; an index is not read but rewritten
+            entries, foreign_idx, bad = {s: None for s in steps}, [], {}
+        taken = [int(m.group(1)) for n in names if (m := _ORBAX_TMP.match(n))]
+        next_step = max([*steps, *entries, *bad, *taken], default=-1) + 1
+        pending = {s for s, e in entries.items() if e is not None and e.get("pending")}
+        done = np.zeros(cells, bool)
+        actions = []  # the primary's changes, made once every process has read
+        for step, e in sorted(entries.items()):
+            try:
+                if step in pending and not (self.root / str(step)).is_dir():
+                    actions.append(("drop", step, None))  # interrupted before its commit
+                    continue
+                flat = self.verify(step, e, cells, padded=True)
+                if e is None or step in pending:
+                    actions.append(("index", step, self.entry(step, flat)))
+                done[flat["index"][flat["index"] >= 0]] = True
+            except Damaged as why:
+                actions.append(("aside", step, str(why)))
+        actions += [("aside", step, why) for step, why in bad.items()]
+        for n in names:
+            m = _ORBAX_TMP.match(n)
+            if n.isdigit() and str(int(n)) == n and (int(n) in entries or int(n) in bad):
+                continue
+            if m and int(m.group(1)) in pending:
+                actions.append(("rmtmp", int(m.group(1)), n))
+            else:
+                log(f"{self.root / n} is not one of this run's chunks; left as it is")
+        for n in foreign_idx:
+            log(f"{self.index_dir / n} is not an index entry of this run; left as it is")
+        _barrier("ncjax: chunks read")
+        for kind, step, arg in actions:
+            if kind == "aside":
+                where = self.set_aside(step) if self.primary else "damaged/"
+                log(f"chunk {step} is damaged ({arg}): set aside in {where}; its cells will "
+                    "be solved again")
+            elif not self.primary:
+                continue
+            elif kind == "index":
+                self.write_entry(step, arg)
+            elif kind == "drop":
+                (self.index_dir / f"{step}.json").unlink(missing_ok=True)
+            else:
+                shutil.rmtree(self.root / arg, ignore_errors=True)
+        if legacy and entries:
+            log(f"{self.out}: a run written before checksums: its {len(entries)} chunks were "
+                "read without them, and are now checksummed and indexed")
+        _barrier("ncjax: chunks set aside")
+        if self._manager is not None:
+            self._manager.reload()
+        return done, next_step
+
+    def set_aside(self, step: int) -> Path:
+        """Move chunk ``step`` and its index entry to damaged/ (never deleted)."""
+        dest = self.out / "damaged"
+        dest.mkdir(exist_ok=True)
+        name, n = str(step), 0
+        while (dest / name).exists() or (dest / f"{name}.json").exists():
+            n += 1
+            name = f"{step}-{n}"
+        for src, dst in ((self.root / str(step), dest / name),
+                         (self.index_dir / f"{step}.json", dest / f"{name}.json")):
+            if src.exists():
+                os.replace(src, dst)
+        return dest / name
+
+    # -- writing -----------------------------------------------------------------------
+    def entry(self, step: int, flat: dict, pending: bool = False) -> dict:
+        """The index entry of chunk ``step`` (``flat``: its stored arrays, or only its
+        "index" when ``pending``): pending, before orbax writes it, or with its checksums,
+        the files' taken from disk (after orbax committed it)."""
+        index = np.asarray(flat["index"])
+        e = {"step": step, "cells": index[index >= 0].tolist(), "rows": int(index.size)}
+        if pending:
+            e["pending"] = True
+        else:
+            e["arrays_sha256"] = checksum(flat)
+            e["files"] = file_digests(self.root / str(step))
+        return e
+
+    def write_entry(self, step: int, entry: dict) -> None:
+        """Write index/<step>.json atomically."""
+        self.index_dir.mkdir(exist_ok=True)
+        write_atomic(self.index_dir / f"{step}.json", json.dumps(entry))
+
+    def save(self, step: int, result: dict, index: np.ndarray) -> None:
+        """Commit chunk ``step``: the solver's outputs ``result`` (padded rows included) and
+        ``index``, each row's flat grid index (-1 for a padding row), then its checksums.
+        Returns once both are written."""
+        import orbax.checkpoint as ocp
+
+        tree = {"index": np.asarray(index, np.int64), **{k: result[k] for k in SAVED}}
+        local = _local(tree)
+        if self.primary:
+            self.write_entry(step, self.entry(step, tree, pending=True))
+        if not self._mngr.save(step, args=ocp.args.StandardSave(tree)):
+            raise RuntimeError(f"orbax did not save chunk {step} in {self.root}")
+        self._mngr.wait_until_finished()
+        # the arrays' checksum from memory, so that the write itself is checked too; with
+        # several processes (none holds every array) from the committed chunk, read back
+        # by all of them (orbax's restore is collective)
+        flat = flatten(local) if local is not None else self.restore_raw(step)
+        if self.primary:
+            self.write_entry(step, self.entry(step, flat))
+        _barrier(f"ncjax: chunk {step} indexed")  # every process then reads the same index
+
+    def close(self) -> None:
+        if self._manager is not None:
+            self._manager.close()
