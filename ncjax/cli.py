@@ -11,7 +11,9 @@ import argparse
 import json
 import math
 import re
+import signal
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -315,10 +317,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Python next runs: a command ends as on Ctrl-C, with one line."""
+
+
+def _terminate(signum, _frame):
+    raise _Terminated
+
+
 def main(argv=None) -> int:
     configure_cpu()  # before JAX starts its CPU backend (docs/known-issues.md)
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", NCJaxWarning)
@@ -328,6 +340,14 @@ def main(argv=None) -> int:
     except InputError as e:
         print(f"ncjax: error: {e}", file=sys.stderr)
         return 2
+    except sweep.Interrupted as e:
+        print(f"ncjax: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt as e:
+        signum = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
+        print(f"ncjax: interrupted by {signal.Signals(signum).name}; nothing it writes is left "
+              "half-written", file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

@@ -19,9 +19,12 @@ and reports.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -34,8 +37,59 @@ from ncjax import spec as _spec
 from ncjax.store import DEFAULT_CHUNK, RunError, SweepGrid, load
 from ncjax.validate import InputError
 
-__all__ = ["DEFAULT_CHUNK", "RunError", "SweepGrid", "bytes_per_config", "check",
-           "check_chunk_size", "load", "memory_budget", "plan", "resume", "run"]
+__all__ = ["DEFAULT_CHUNK", "Interrupted", "RunError", "SweepGrid", "bytes_per_config",
+           "check", "check_chunk_size", "load", "memory_budget", "plan", "resume", "run"]
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A sweep stopped by a signal after its last committed chunk: ``signum``, the run
+    directory ``out``, the configurations ``done`` of ``total``. Everything committed is
+    kept; ``ncjax resume out`` continues."""
+
+    def __init__(self, signum: int, out: Path, done: int, total: int):
+        super().__init__(signum, out, done, total)
+        self.signum, self.out, self.done, self.total = signum, Path(out), done, total
+
+    def __str__(self):
+        return (f"interrupted by {signal.Signals(self.signum).name}: {self.done} of "
+                f"{self.total} configurations done and saved; continue with "
+                f"`ncjax resume {self.out}`")
+
+
+@contextlib.contextmanager
+def deferred_signals(lock, log):
+    """SIGINT and SIGTERM, while a run writes its chunks: the first is recorded (the chunk in
+    flight is finished and committed, then the run stops: ``stopping()``), a second abandons
+    the chunk at once: the lock is released, one line printed, and the process exits with
+    128 + signum (the chunk's pending index entry is cleaned up by the next resume). Python
+    runs handlers between bytecodes, never inside an XLA call, so no signal lands in the
+    middle of the runtime's own threads. Yields ``stopping``: the recorded signal or None.
+    Outside the main thread (where handlers cannot be set) signals are left as they are."""
+    got = []
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+
+    def handler(signum, _frame):
+        if got:
+            if lock is not None:
+                lock.__exit__()
+            print(f"ncjax: stopped by {signal.Signals(signum).name}, the chunk in flight "
+                  f"abandoned; continue with `ncjax resume {lock.path.parent if lock else ''}`",
+                  file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        got.append(signum)
+        log(f"{signal.Signals(signum).name}: stopping after the chunk in flight "
+            "(again to stop now)")
+
+    previous = {s: signal.signal(s, handler) for s in SIGNALS}
+    try:
+        yield lambda: got[0] if got else None
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def plan(grid: _spec.Grid, chunk_size: int, done=None) -> list[np.ndarray]:
@@ -139,26 +193,33 @@ def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, qui
     if not _all_ok(err is None):
         raise err or RunError(f"{out}: process 0 could not take the run directory's lock")
     try:
-        chunks = store.Chunks(out, primary=primary)
-        try:
-            done, next_step = chunks.survey(total, log, legacy=kind == "legacy")
-            if kind != "run" and primary:
-                try:
-                    store.write_manifest(out, spec, chunk_size, source, grid.shape)
-                except OSError as e:
-                    raise RunError(f"{out}: cannot write manifest.json ({e.strerror})") from None
-            _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file)
-        finally:
-            chunks.close()
+        with deferred_signals(lock if primary else None, log) as stopping:
+            chunks = store.Chunks(out, primary=primary)
+            try:
+                done, next_step = chunks.survey(total, log, legacy=kind == "legacy")
+                if kind != "run" and primary:
+                    try:
+                        store.write_manifest(out, spec, chunk_size, source, grid.shape)
+                    except OSError as e:
+                        raise RunError(f"{out}: cannot write manifest.json "
+                                       f"({e.strerror})") from None
+                _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file,
+                              stopping)
+            finally:
+                chunks.close()
+            if not _all_ok(stopping() is None):
+                raise Interrupted(stopping() or signal.SIGINT, out, int(done.sum()), total)
     finally:
         if primary:
             lock.__exit__()
     return load(out)
 
 
-def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file):
-    """Solve every cell not ``done``, chunk by chunk; each chunk is one orbax checkpoint
-    (step = the next free integer) and its index entry."""
+def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file,
+                  stopping=lambda: None):
+    """Solve every cell not ``done`` (updated in place), chunk by chunk; each chunk is one
+    orbax checkpoint (step = the next free integer) and its index entry. Stops before the
+    next chunk once ``stopping()`` returns a signal (in every process at once)."""
     total = done.size
     if done.any():
         log(f"resuming: {int(done.sum())} of {total} configurations already done")
@@ -176,7 +237,7 @@ def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, fil
         f"device(s) in {jax.process_count()} process(es)")
     t0, n_new, n_done = time.perf_counter(), 0, int(done.sum())
     with dtypes.x64(opts.get("dtype") == "float64"):
-        while not done.all():
+        while not done.all() and _all_ok(stopping() is None):
             idx = plan(grid, size, done)[0]
             # one width per K block (one compiled program), padded as the solver pads a
             # batch (``batching.layout``); padding rows repeat the last cell and are stored

@@ -1,0 +1,68 @@
+"""SIGINT and SIGTERM during a sweep: the chunk in flight is finished and committed, one
+line names the signal and the resume command, the exit status is 128 + signum, no
+traceback; the resumed run is bit-identical to an uninterrupted one."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from ncjax import sweep
+
+SPEC = """
+[problem]
+profile = "two_cluster"
+K_A = 2
+K_B = 2
+n_A = 100
+lam_W = 0.01
+[axes]
+n_B = {lin = [10, 90, 6]}
+lam = {log = [1e-3, 1e-1, 8]}
+[solver]
+method = "convex"
+dtype = "float64"
+[run]
+chunk_size = 4
+"""
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    d = tmp_path_factory.mktemp("signals")
+    (d / "s.toml").write_text(SPEC)
+    return d, sweep.run(d / "s.toml", d / "ref", quiet=True)
+
+
+def _identical(a, b):
+    return (a.status == b.status).all() and all(
+        np.array_equal(a[k], b[k], equal_nan=True) for k in a.fields)
+
+
+# moments after the start, seconds: past the interpreter's imports (a signal there ends
+# the process before ncjax runs), within the compile of the first chunk, within the chunks
+@pytest.mark.parametrize("signum, delay", [(signal.SIGINT, 1.6), (signal.SIGINT, 3.1),
+                                           (signal.SIGINT, 4.4), (signal.SIGTERM, 3.7)])
+def test_a_signal_stops_after_the_chunk_in_flight(reference, signum, delay):
+    d, ref = reference
+    out = d / f"run-{signum}-{delay}"
+    p = subprocess.Popen([sys.executable, "-m", "ncjax", "sweep", str(d / "s.toml"), "--out",
+                          str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=os.environ)
+    time.sleep(delay)
+    p.send_signal(signum)
+    _, err = p.communicate(timeout=120)
+    assert "Traceback" not in err, err
+    if p.returncode == 0:  # finished before the signal came
+        assert _identical(sweep.load(out), ref)
+        return
+    assert p.returncode == 128 + signum, err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith(f"ncjax: interrupted by {signal.Signals(signum).name}: ")
+    assert f"`ncjax resume {out}`" in last
+    assert not (out / ".lock").exists()
+    assert _identical(sweep.resume(out, quiet=True), ref)
