@@ -25,43 +25,36 @@ Everything is checked before anything runs; an error names the file, the key and
 was expected (``SpecError``): each value's type and range (integers below 2**31, seeds in
 [0, 2**32), every derived λ_W, λ_H, λ_W·λ_H and λ_H/λ_W within float64's range, at most
 ``MAX_CELLS`` cells and ``validate.MAX_CLASSES`` classes), and one configuration of each K
-block through ``solver.prepare``, so that a solve refuses nothing a spec accepted.
+block through ``solver.prepare``, so that a solve refuses nothing a spec accepted. The
+grid (``expand``, ``Grid``) is described by its axes in ``ncjax.grid``, never expanded
+cell by cell.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
-import json
 import math
 import tomllib
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-from ncjax import losses, profiles, solver
-from ncjax.problem import CONVENTIONS, to_half
-from ncjax.validate import MAX_CLASSES, SEED_RANGE, InputError, NCJaxWarning
+from ncjax import losses, solver
+from ncjax.grid import PROFILE_KEYS, Grid, SpecError, expand, spec_error
+from ncjax.problem import CONVENTIONS
+from ncjax.validate import SEED_RANGE, InputError, NCJaxWarning
 
 AXES = ("ratio", "n_A", "n_B", "n", "K_A", "K_B", "K", "lam", "lam_W", "lam_H", "lam_b", "c",
         "seed")
 INT_KEYS = {"K_A", "K_B", "K", "seed", "d", "m", "max_steps", "memory_size", "chunk_size",
             "pool"}
-PROFILE_KEYS = {
-    "two_cluster": {"K_A", "K_B", "n_A", "n_B", "ratio"},
-    "balanced": {"K", "n"},
-    "long_tail": {"K", "n", "ratio"},
-    "steps": {"groups"},
-    "explicit": {"counts"},
-}
-# The largest grid a spec may describe: the cells are expanded into per-cell arrays.
-MAX_CELLS = 10**7
+# The largest grid a spec may describe: planning a sweep holds a few bytes per cell (its
+# flat indices in K blocks, int64, and the done flags), ~0.5 GB at this limit.
+MAX_CELLS = 5 * 10**7
 # Integer settings index arrays and count steps in int32; seeds are the PRNG key's uint32.
 INT_RANGE = {"seed": (0, SEED_RANGE, "seeds in [0, 2**32) (the PRNG key's uint32)")}
 INT_DEFAULT = (-(2**31), 2**31, "an integer of magnitude below 2**31")
-F64 = np.finfo(np.float64)
 REG_KEYS = {"lam_W", "lam_H", "lam", "c", "lam_b"}
 TABLES = {
     "problem": {"profile", "d", "m", "loss", "bias", "convention", "groups", "counts"} | REG_KEYS
@@ -71,10 +64,6 @@ TABLES = {
                "memory_size", "gap_tol", "pool"},
     "run": {"chunk_size"},
 }
-
-
-class SpecError(InputError):
-    """A refused sweep spec: the message names the file, the key and what was expected."""
 
 
 class Spec(NamedTuple):
@@ -88,36 +77,7 @@ class Spec(NamedTuple):
     text: str  # the file as read, stored with a sweep so a resume can compare
 
 
-class Grid(NamedTuple):
-    """The configurations of a spec: the grid is ``shape`` = lengths of ``axes``; config i
-    is the C-order flat index. ``params[name]`` is (B,) for every resolved setting
-    (K, lam_W, lam_H, lam_b in the half convention, lam, seed, and the profile's keys)."""
-
-    spec: Spec
-    shape: tuple
-    params: dict
-
-    def counts(self, idx=None) -> np.ndarray:
-        """Class counts of configurations ``idx`` (default all), (len(idx), K); they must
-        share one K (see ``blocks``)."""
-        idx = np.arange(int(np.prod(self.shape))) if idx is None else np.asarray(idx)
-        problem = self.spec.problem
-        rows = [_counts(problem, _resolve(problem, {k: self.params[k][i].item()
-                                                    for k in self.spec.axes}))
-                for i in idx]
-        if len({r.size for r in rows}) > 1:
-            raise InputError("these configurations have different K; take them per block")
-        return np.stack(rows)
-
-    def blocks(self) -> list[np.ndarray]:
-        """Flat indices grouped by K (one compiled program each)."""
-        K = self.params["K"]
-        return [np.flatnonzero(K == k) for k in np.unique(K)]
-
-
-def _err(spec_path, key, expected, got=None) -> SpecError:
-    tail = "" if got is None else f", got {got!r}"
-    return SpecError(f"{spec_path}: {key}: expected {expected}{tail}")
+_err = spec_error
 
 
 def _number(path, key, v, *, integer=False):
@@ -134,7 +94,10 @@ def _number(path, key, v, *, integer=False):
 def _int_range(path, key, name, values):
     """Refuse integer ``values`` of setting ``name`` outside its range (``INT_RANGE``)."""
     lo, hi, want = INT_RANGE.get(name, INT_DEFAULT)
-    bad = [v for v in np.ravel(values) if not lo <= v < hi]
+    if isinstance(values, np.ndarray):  # a range's values, as many as MAX_CELLS
+        bad = values[~((values >= lo) & (values < hi))].tolist()
+    else:  # TOML's integers, of any size
+        bad = [v for v in values if not lo <= v < hi]
     if bad:
         raise _err(path, key, want, int(bad[0]))
 
@@ -172,46 +135,10 @@ def _axis_values(path, name, raw) -> np.ndarray:
     if integer:
         _int_range(path, key, name, vals)
     vals = np.asarray(vals, dtype=np.int64 if integer else np.float64)
-    if len(np.unique(vals)) != vals.size:
+    # a range is monotone: distinct when no two neighbours are equal, without a sort
+    if np.any(np.diff(vals) == 0) if isinstance(raw, dict) else np.unique(vals).size < vals.size:
         raise _err(path, key, "distinct values", vals.tolist())
     return vals
-
-
-def _resolve(problem: dict, point: dict) -> dict:
-    """Settings of one configuration: the problem's keys overlaid with its axis values."""
-    return {**problem, **point}
-
-
-def _counts(problem: dict, s: dict) -> np.ndarray:
-    """Class counts of one configuration (read-only array); cached on the profile's keys,
-    which a grid of 10^5–10^6 cells repeats many times."""
-    prof = problem["profile"]
-    return _counts_of(prof, json.dumps(sorted((k, s[k]) for k in PROFILE_KEYS[prof] if k in s)))
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _counts_of(prof: str, items: str) -> np.ndarray:
-    n = _counts_uncached(prof, dict(json.loads(items)))
-    n.setflags(write=False)
-    return n
-
-
-def _counts_uncached(prof: str, s: dict) -> np.ndarray:
-    if prof == "two_cluster":
-        if "ratio" in s and "n_B" in s and "n_A" not in s:
-            n_A, n_B = s["ratio"] * s["n_B"], s["n_B"]
-        elif "ratio" in s and "n_A" in s and "n_B" not in s:
-            n_A, n_B = s["n_A"], s["n_A"] / s["ratio"]
-        else:
-            n_A, n_B = s["n_A"], s["n_B"]
-        return profiles.two_cluster(int(s["K_A"]), n_A, int(s["K_B"]), n_B)
-    if prof == "balanced":
-        return profiles.explicit([s["n"]] * int(s["K"]))
-    if prof == "long_tail":
-        return profiles.long_tail(int(s["K"]), s["n"], s["ratio"])
-    if prof == "steps":
-        return profiles.steps(s["groups"])
-    return profiles.explicit(s["counts"])
 
 
 def _check_problem(path, problem, axes):
@@ -312,22 +239,22 @@ def loads(text: str, path: str = "<spec>") -> Spec:
 def _check_solve(spec: Spec, grid: Grid) -> None:
     """Refuse what ``solver.prepare`` would refuse at solve time (the solver's settings,
     convex with d < K − 1, …): one configuration of each K block, as a sweep passes it."""
-    p = grid.params
     for block in grid.blocks():
         i = int(block[0])
+        p = grid.params_at([i])
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NCJaxWarning)  # a sweep warns when it solves
-                solver.prepare(grid.counts([i]), p["lam_W"][[i]], p["lam_H"][[i]],
-                               p["lam_b"][[i]], d=int(p["d"][i]), m=spec.problem.get("m", 1),
-                               seed=p["seed"][[i]], key_index=np.array([i]),
+                solver.prepare(grid.counts([i]), p["lam_W"], p["lam_H"], p["lam_b"],
+                               d=int(p["d"][0]), m=spec.problem.get("m", 1),
+                               seed=p["seed"], key_index=np.array([i]),
                                loss=spec.problem.get("loss", "ce"),
                                bias=spec.problem.get("bias", True), **spec.solver)
         except InputError as e:
             word = str(e).split(" ", 1)[0]
             key = next((f"[{t}].{word}" for t in ("solver", "problem") if word in TABLES[t]),
                        "[solver]")
-            raise SpecError(f"{spec.path}: {key}: {e} (K = {int(p['K'][i])})") from None
+            raise SpecError(f"{spec.path}: {key}: {e} (K = {int(p['K'][0])})") from None
 
 
 def load(path) -> Spec:
@@ -341,74 +268,3 @@ def load(path) -> Spec:
         raise SpecError(f"{p}: not UTF-8 text (byte {e.start}: "
                         f"{e.object[e.start:e.start + 1]!r}); a spec is a TOML file") from None
     return loads(text, str(p))
-
-
-def _settings(spec: Spec, point: dict) -> dict[str, Any]:
-    """Resolved half-convention settings of one grid point, checked."""
-    path = spec.path
-    s = _resolve(spec.problem, point)
-    where = lambda k: f"[axes].{k}" if k in point else f"[problem].{k}"
-    K, src = {"two_cluster": (s.get("K_A", 0) + s.get("K_B", 0), "K_A"),
-              "steps": (sum(k for k, _ in s.get("groups", [])), "groups"),
-              "explicit": (len(s.get("counts", [])), "counts")}.get(spec.problem["profile"],
-                                                                    (s.get("K"), "K"))
-    if K > MAX_CLASSES:
-        raise _err(path, where(src), f"at most {MAX_CLASSES} classes, got K = {K}")
-    try:
-        n = _counts(spec.problem, s)
-    except InputError as e:
-        raise SpecError(f"{path}: {e} (at {point})") from None
-    if spec.problem["profile"] == "two_cluster":
-        n_A, n_B = n[0], n[-1]
-        if n_B > n_A:
-            key = "n_B" if "n_B" in s else "ratio"
-            raise _err(path, where(key), "n_B <= n_A: group A is the majority of "
-                       "'two_cluster'", f"n_A={n_A:g}, n_B={n_B:g}")
-        if s["K_B"] < 1 or s["K_A"] < 1:
-            raise _err(path, where("K_B" if s["K_B"] < 1 else "K_A"), ">= 1")
-    if spec.problem["profile"] == "long_tail" and s["ratio"] < 1:
-        raise _err(path, where("ratio"), "ratio >= 1", s["ratio"])
-    for k in ("lam", "c", "lam_W", "lam_H", "lam_b"):
-        if k in s and (s[k] < 0 or (k != "lam_b" and s[k] == 0)):
-            raise _err(path, where(k), f"{k} {'>= 0' if k == 'lam_b' else '> 0'}", s[k])
-    conv = spec.problem.get("convention", "half")
-    lam_b = s.get("lam_b", 0.0)
-    N = n.sum()
-    if "lam_W" in s and "lam_H" in s:
-        lam_W, lam_H, lam_b = map(np.float64, to_half(s["lam_W"], s["lam_H"], lam_b, conv))
-    else:
-        lam = np.float64(s["lam"] if "lam" in s else s["c"] / N)
-        lam_W = np.float64(to_half(s["lam_W"], 0, 0, conv)[0]) if "lam_W" in s else lam
-        lam_b = np.float64(to_half(0, 0, lam_b, conv)[2])
-        lam_H = lam**2 / lam_W
-    derived = (("lam_W", lam_W), ("lam_H", lam_H), ("lam_W * lam_H", lam_W * lam_H),
-               ("lam_H / lam_W", lam_H / lam_W))
-    if not math.isfinite(N):
-        raise _err(path, "[problem]", f"a total count N within float64's range (at {point})")
-    set_by = lambda k: k if k in s else ("lam" if "lam" in s else "c" if "c" in s else "lam_H")
-    for k, v in derived + (("lam_b", lam_b if lam_b > 0 else 1.0),):
-        if not F64.tiny <= v <= F64.max:
-            src = set_by(k)
-            also = (f" and {where('lam_W')} = {s['lam_W']!r}"
-                    if "lam_W" in s and "lam_W" not in (k, src) else "")
-            raise _err(path, where(src), f"{k} within float64's range [{F64.tiny:.3g}, "
-                       f"{F64.max:.3g}] (half convention), got {src} = {s[src]!r}{also}"
-                       + ("" if float(v) == s[src] else f", so {k} = {float(v):.4g}"))
-    d = s.get("d", n.size)
-    if d < 1 or s.get("m", 1) < 1:
-        raise _err(path, "[problem].d" if d < 1 else "[problem].m", ">= 1")
-    return {"K": n.size, "N": float(N), "lam_W": float(lam_W), "lam_H": float(lam_H),
-            "lam_b": float(lam_b), "lam": math.sqrt(lam_W * lam_H), "seed": int(s.get("seed", 0)),
-            "d": int(d)}
-
-
-def expand(spec: Spec) -> Grid:
-    """The Cartesian product of the axes: (B,) arrays of every resolved setting."""
-    names = list(spec.axes)
-    shape = tuple(spec.axes[k].size for k in names)
-    rows = []
-    with np.errstate(all="ignore"):  # _settings refuses a λ or N out of float64's range
-        for combo in itertools.product(*(spec.axes[k] for k in names)):
-            point = {k: v.item() for k, v in zip(names, combo)}
-            rows.append({**point, **_settings(spec, point)})
-    return Grid(spec, shape, {k: np.asarray([r[k] for r in rows]) for k in rows[0]})
