@@ -3,17 +3,28 @@
 The public names, re-exported here from the modules that own them (docs/architecture.md):
 a problem (``Problem``, ``losses``), the solve (``solve``, ``Result``), sweeps (``load``),
 and ``configure_cpu`` (XLA's CPU flags, called explicitly; importing ncjax changes no
-environment).
+environment). They are loaded on first use (PEP 562), so ``import ncjax`` itself costs
+nothing: the ``ncjax`` command can then set its signal handlers before JAX is imported.
 """
 
-from ncjax import losses, metrics, model, problem, profiles, spec, sweep, theory
-from ncjax.problem import Problem
-from ncjax.solver import Result, solve
-from ncjax.store import load
-from ncjax.validate import InputError, NCJaxWarning
-from ncjax.xla import configure_cpu
+import importlib
 
 __version__ = "0.1.0"
-__all__ = ["InputError", "NCJaxWarning", "Problem", "Result", "configure_cpu", "load",
-           "losses", "metrics", "model", "problem", "profiles", "solve", "spec", "sweep",
-           "theory", "__version__"]
+
+_OWNERS = {"InputError": "validate", "NCJaxWarning": "validate", "Problem": "problem",
+           "Result": "solver", "solve": "solver", "load": "store", "configure_cpu": "xla"}
+_MODULES = ("losses", "metrics", "model", "problem", "profiles", "spec", "sweep", "theory")
+
+__all__ = sorted(_OWNERS) + list(_MODULES) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _OWNERS:
+        return getattr(importlib.import_module(f"ncjax.{_OWNERS[name]}"), name)
+    if name in _MODULES:
+        return importlib.import_module(f"ncjax.{name}")
+    raise AttributeError(f"module 'ncjax' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__
