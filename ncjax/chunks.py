@@ -13,6 +13,8 @@
     damaged/<step>/, damaged/<step>.json
                          a chunk (and its entry) that failed its checks, set aside, never
                          deleted; ``-1``, ``-2``, … are appended when the name is taken
+    (claims/: independent workers' claims, ``ncjax.claims``; a worker commits chunk c of
+    the plan as step c, its pending entry created exclusively: ``save(exclusive=True)``)
 
 A chunk's tree: ``index`` int64 (rows,), each row's flat grid index, -1 for a padding row
 (a chunk is padded to its compiled width by repeating its last cell); objective, gap,
@@ -47,23 +49,24 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["TMP_PREFIX", "Damaged", "Chunks", "checksum", "file_digests", "flatten",
-           "write_atomic"]
+__all__ = ["ORBAX_TMP", "TMP_PREFIX", "Damaged", "Chunks", "checksum", "entry_ok",
+           "file_digests", "flatten", "write_atomic"]
 
 TMP_PREFIX = ".ncjax-tmp-"
 # Saved per configuration (H is not: (K, m, d) per cell, and class_means summarises it).
 SAVED = ("objective", "gap", "grad_norm", "steps", "status", "Z", "b", "class_means", "W",
          "metrics", "theory")
-_ORBAX_TMP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
+ORBAX_TMP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 
 
 class Damaged(Exception):
     """A chunk that fails its checks; the message says which check."""
 
 
-def write_atomic(path, text: str) -> None:
+def write_atomic(path, text: str, exclusive: bool = False) -> bool:
     """Write ``text`` to ``path`` so that it appears whole or not at all (OSError if the
-    directory cannot be written)."""
+    directory cannot be written); ``exclusive``: only if ``path`` does not exist (a hard
+    link, which never replaces a file), False if it does. True once written."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
     try:
@@ -71,7 +74,15 @@ def write_atomic(path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -82,6 +93,7 @@ def write_atomic(path, text: str) -> None:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+    return True
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -128,7 +140,8 @@ def _barrier(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def _entry_ok(e, step: int) -> bool:
+def entry_ok(e, step: int) -> bool:
+    """Whether ``e`` is a well-formed index entry of ``step`` (pending or committed)."""
     ints = lambda v: isinstance(v, list) and all(type(i) is int and i >= 0 for i in v)
     if not (isinstance(e, dict) and e.get("step") == step and ints(e.get("cells"))
             and type(e.get("rows")) is int and e["rows"] >= len(e["cells"])):
@@ -190,7 +203,7 @@ class Chunks:
                 e = json.loads(p.read_text())
             except (OSError, ValueError):
                 e = None
-            if _entry_ok(e, step):
+            if entry_ok(e, step):
                 good[step] = e
             else:
                 bad[step] = "its index entry is unreadable"
@@ -245,23 +258,29 @@ class Chunks:
         return flat if padded else {k: v[keep] for k, v in flat.items()}
 
     # -- the driver's survey -----------------------------------------------------------
-    def survey(self, cells: int, log, *, legacy: bool = False) -> tuple[np.ndarray, int]:
+    def survey(self, cells: int, log, *, legacy: bool = False,
+               shared: bool = False) -> tuple[np.ndarray, int]:
         """(done, next_step): which cells (bool, (cells,)) the chunks that pass ``verify``
         hold, and the next free step. Every process calls it; the primary sets aside
         damaged chunks (reported through ``log``), indexes a chunk whose commit was not
         yet recorded (and, ``legacy``, every chunk of a run written before checksums),
-        removes an interrupted write, and reports what under chunks/ is not its own."""
+        removes an interrupted write, and reports what under chunks/ is not its own.
+        ``shared`` (independent workers, ``ncjax.claims``: others write meanwhile): a
+        pending entry is a write in flight, or a dead worker's that the next claimant of
+        its chunk cleans up (``recover``); it and orbax's temporary folders are left alone."""
         entries, foreign_idx, bad = self.entries()
         names = sorted(p.name for p in self.root.iterdir()) if self.root.is_dir() else []
         steps = set(self.steps())
         if legacy:  # every orbax step is one of ours; an index is not read but rewritten
             entries, foreign_idx, bad = {s: None for s in steps}, [], {}
-        taken = [int(m.group(1)) for n in names if (m := _ORBAX_TMP.match(n))]
+        taken = [int(m.group(1)) for n in names if (m := ORBAX_TMP.match(n))]
         next_step = max([*steps, *entries, *bad, *taken], default=-1) + 1
         pending = {s for s, e in entries.items() if e is not None and e.get("pending")}
         done = np.zeros(cells, bool)
         actions = []  # the primary's changes, made once every process has read
         for step, e in sorted(entries.items()):
+            if shared and step in pending:
+                continue
             try:
                 if step in pending and not (self.root / str(step)).is_dir():
                     actions.append(("drop", step, None))  # interrupted before its commit
@@ -274,8 +293,10 @@ class Chunks:
                 actions.append(("aside", step, str(why)))
         actions += [("aside", step, why) for step, why in bad.items()]
         for n in names:
-            m = _ORBAX_TMP.match(n)
+            m = ORBAX_TMP.match(n)
             if n.isdigit() and str(int(n)) == n and (int(n) in entries or int(n) in bad):
+                continue
+            if m and shared:
                 continue
             if m and int(m.group(1)) in pending:
                 actions.append(("rmtmp", int(m.group(1)), n))
@@ -315,7 +336,7 @@ class Chunks:
             name = f"{step}-{n}"
         for src, dst in ((self.root / str(step), dest / name),
                          (self.index_dir / f"{step}.json", dest / f"{name}.json")):
-            if src.exists():
+            with contextlib.suppress(FileNotFoundError):  # another worker moved it
                 os.replace(src, dst)
         return dest / name
 
@@ -333,22 +354,26 @@ class Chunks:
             e["files"] = file_digests(self.root / str(step))
         return e
 
-    def write_entry(self, step: int, entry: dict) -> None:
-        """Write index/<step>.json atomically."""
+    def write_entry(self, step: int, entry: dict, exclusive: bool = False) -> bool:
+        """Write index/<step>.json atomically (``exclusive``: only if there is none; False
+        if there is)."""
         self.index_dir.mkdir(exist_ok=True)
-        write_atomic(self.index_dir / f"{step}.json", json.dumps(entry))
+        return write_atomic(self.index_dir / f"{step}.json", json.dumps(entry), exclusive)
 
-    def save(self, step: int, result: dict, index: np.ndarray) -> None:
+    def save(self, step: int, result: dict, index: np.ndarray, exclusive: bool = False) -> bool:
         """Commit chunk ``step``: the solver's outputs ``result`` (padded rows included) and
         ``index``, each row's flat grid index (-1 for a padding row), then its checksums.
-        Returns once both are written."""
+        Returns True once both are written; ``exclusive`` (workers): False, and nothing
+        written, if index/<step>.json exists (another worker commits this chunk)."""
         import orbax.checkpoint as ocp
 
         tree = {"index": np.asarray(index, np.int64), **{k: result[k] for k in SAVED}}
         local = _local(tree)
-        if self.primary:
-            self.write_entry(step, self.entry(step, tree, pending=True))
-        if not self._mngr.save(step, args=ocp.args.StandardSave(tree)):
+        if self.primary and not self.write_entry(step, self.entry(step, tree, pending=True),
+                                                 exclusive):
+            return False
+        # force: steps are not written in increasing order (other workers, re-solves)
+        if not self._mngr.save(step, args=ocp.args.StandardSave(tree), force=True):
             raise RuntimeError(f"orbax did not save chunk {step} in {self.root}")
         self._mngr.wait_until_finished()
         # the arrays' checksum from memory, so that the write itself is checked too; with
@@ -358,6 +383,7 @@ class Chunks:
         if self.primary:
             self.write_entry(step, self.entry(step, flat))
         _barrier(f"ncjax: chunk {step} indexed")  # every process then reads the same index
+        return True
 
     def close(self) -> None:
         if self._manager is not None:

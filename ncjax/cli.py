@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import signal
 import sys
@@ -20,8 +21,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ncjax import (analysis, bench, diagram, draw, groups, optimizers, plot, problem, report,
-                   solver, stopping, sweep)
+from ncjax import (analysis, bench, claims, diagram, draw, groups, optimizers, plot, problem,
+                   report, solver, stopping, sweep)
 from ncjax.validate import MAX_CLASSES, InputError, NCJaxWarning, as_out_path
 from ncjax.xla import configure_cpu
 
@@ -104,17 +105,56 @@ def _distributed(args) -> bool:
     return jax.process_index() == 0
 
 
+def _worker_mode(args):
+    """(i, n) for --worker i/n, else None; InputError for a bad --worker, --workers or
+    --claim-timeout, or workers asked together with jax.distributed."""
+    if args.worker is not None and args.workers is not None:
+        raise InputError("--worker and --workers: give one (--workers N starts N processes, "
+                         "each --worker i/N)")
+    if (args.worker is not None or args.workers is not None) and (args.coordinator
+                                                                   or args.distributed):
+        raise InputError("--worker/--workers and --coordinator/--distributed exclude each "
+                         "other: workers are independent processes, jax.distributed joins "
+                         "processes into one mesh")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers: expected a number of processes >= 1, got {args.workers}")
+    claims.check_timeout(args.claim_timeout)
+    return None if args.worker is None else claims.parse_worker(args.worker)
+
+
+def _spawn(args, out) -> int:
+    """--workers N: N processes ``ncjax resume OUT --worker i/N`` (the run made first, here,
+    so that a refusal is one line), waited for; then the grid shown."""
+    n, extra = args.workers, ["--claim-timeout", repr(args.claim_timeout)]
+    rc = claims.launch(lambda i: claims.worker_argv("resume", out, None, i, n, extra), n)
+    if rc in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        print(f"ncjax: workers stopped by {signal.Signals(rc - 128).name}; continue with "
+              f"`ncjax resume {out} --workers {n}`", file=sys.stderr)
+    elif rc == 0:
+        print(report.show(analysis.summary(sweep.load(out)), out))
+    return rc
+
+
 def _sweep(args) -> int:
+    worker = _worker_mode(args)
+    if args.workers is not None:
+        sweep.join(args.spec, args.out, chunk_size=args.chunk_size)
+        return _spawn(args, args.out)
     primary = _distributed(args)
-    g = sweep.run(args.spec, args.out, chunk_size=args.chunk_size)
+    g = sweep.run(args.spec, args.out, chunk_size=args.chunk_size, worker=worker,
+                  claim_timeout=args.claim_timeout)
     if primary:
         print(report.show(analysis.summary(g), args.out))
     return 0
 
 
 def _resume(args) -> int:
+    worker = _worker_mode(args)
+    if args.workers is not None:
+        sweep.opened(args.dir, workers=True)
+        return _spawn(args, args.dir)
     primary = _distributed(args)
-    g = sweep.resume(args.dir)
+    g = sweep.resume(args.dir, worker=worker, claim_timeout=args.claim_timeout)
     if primary:
         print(report.show(analysis.summary(g), args.dir))
     return 0
@@ -131,6 +171,18 @@ def _add_distributed(parser) -> None:
     g.add_argument("--distributed", action="store_true",
                    help="jax.distributed.initialize() with the cluster's own detection "
                         "(SLURM, Open MPI, ...) instead of --coordinator")
+    w = parser.add_argument_group(
+        "workers", "independent processes claiming chunks of a shared run directory (no "
+        "coordinator; a crashed worker's chunks are taken over); not with multi-host")
+    w.add_argument("--worker", default=None, metavar="I/N",
+                   help="run as worker I of N, 0 <= I < N (e.g. "
+                        "$SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)")
+    w.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="start N worker processes on this machine and wait for them")
+    w.add_argument("--claim-timeout", dest="claim_timeout", type=float,
+                   default=claims.CLAIM_TIMEOUT, metavar="SECONDS",
+                   help="a claim whose heartbeat is older is taken over (default "
+                        f"{claims.CLAIM_TIMEOUT:g})")
 
 
 def _show(args) -> int:
@@ -343,6 +395,9 @@ def main(argv=None) -> int:
     except sweep.Interrupted as e:
         print(f"ncjax: {e}", file=sys.stderr)
         return 128 + e.signum
+    except BrokenPipeError:  # the reader of our output went away (`ncjax show D | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as e:
         signum = signal.SIGTERM if isinstance(e, _Terminated) else signal.SIGINT
         print(f"ncjax: interrupted by {signal.Signals(signum).name}; nothing it writes is left "

@@ -12,6 +12,7 @@ A run directory holds
                      the chunks in orbax's layout, their index entries and checksums, and
                      the chunks that failed their checks, set aside (``ncjax.chunks``)
     .lock            the pid of the process writing here (a second writer is refused)
+    claims/          independent workers' claims on chunks (``ncjax.claims``; no .lock)
 
 Files are written by ``chunks.write_atomic``: spec.toml first, then manifest.json. A
 directory that holds only spec.toml is a start that stopped before its manifest: ``resume``
@@ -48,7 +49,7 @@ from ncjax.stopping import STATUS_NAMES
 from ncjax.validate import InputError, NCJaxWarning
 
 __all__ = ["DEFAULT_CHUNK", "FORMAT", "RunError", "Run", "Lock", "Chunks", "check_new",
-           "create_run", "write_manifest", "open_run", "check_shape", "SweepGrid", "load"]
+           "create_run", "join_run", "write_manifest", "open_run", "check_shape", "SweepGrid", "load"]
 
 FORMAT = 1
 DEFAULT_CHUNK = 1024
@@ -110,8 +111,10 @@ def check_new(out, sp: _spec.Spec) -> None:
         raise RunError(f"{out}: cannot write to this directory")
 
 
-def write_manifest(out, sp: _spec.Spec, chunk_size: int, source, shape) -> None:
-    """Write ``out``/manifest.json (module docstring) atomically."""
+def write_manifest(out, sp: _spec.Spec, chunk_size: int, source, shape,
+                   exclusive: bool = False) -> None:
+    """Write ``out``/manifest.json (module docstring) atomically (``exclusive``: unless
+    there is one)."""
     import jax
 
     import ncjax
@@ -125,7 +128,7 @@ def write_manifest(out, sp: _spec.Spec, chunk_size: int, source, shape) -> None:
         "format": FORMAT, "spec_sha256": _sha(sp.text), "grid_shape": shape,
         "cells": int(np.prod(shape)), "chunk_size": int(chunk_size), "source": str(source),
         "versions": {"ncjax": ncjax.__version__, "jax": jax.__version__, "orbax": orbax}},
-        indent=1))
+        indent=1), exclusive)
 
 
 def create_run(out, sp: _spec.Spec, chunk_size: int, source, shape) -> None:
@@ -139,6 +142,40 @@ def create_run(out, sp: _spec.Spec, chunk_size: int, source, shape) -> None:
         write_manifest(out, sp, chunk_size, source, shape)
     except OSError as e:
         raise RunError(f"{out}: cannot write the run directory: {e.strerror or e}") from None
+
+
+def join_run(out, sp: _spec.Spec, chunk_size: int, source, shape, asked=None) -> Run:
+    """For independent workers: make ``out`` a run of ``sp`` as ``create_run`` does, its
+    files created exclusively (of workers started together one writes each, and a spec.toml
+    is only ever joined by the same spec), or adopt the run of the same spec already there;
+    returns it opened. RunError for a run of another spec, or another chunk size than
+    ``asked`` (the chunk size given explicitly)."""
+    out = Path(out)
+    if not (out / MANIFEST).exists():
+        try:
+            check_new(out, sp)
+        except RunError:
+            if not (out / MANIFEST).exists():  # else another worker made it meanwhile
+                raise
+        else:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                if (not write_atomic(out / SPEC, sp.text, exclusive=True)
+                        and (out / SPEC).read_text() != sp.text):
+                    raise RunError(f"{out}: another worker started it with another spec")
+                write_manifest(out, sp, chunk_size, source, shape, exclusive=True)
+            except (OSError, UnicodeDecodeError) as e:
+                raise RunError(f"{out}: cannot write the run directory: "
+                               f"{getattr(e, 'strerror', None) or e}") from None
+    r = open_run(out)
+    if r.kind != "run" or r.meta["spec_sha256"] != _sha(sp.text):
+        raise RunError(f"{out}: holds a run of another spec; workers of one run are given "
+                       "the same spec (or choose another --out)")
+    if asked is not None and asked != r.chunk_size:
+        raise RunError(f"{out}: its chunk size is {r.chunk_size}, not {asked}; workers of "
+                       "one run share its chunks (leave --chunk-size out)")
+    check_shape(r, shape)
+    return r
 
 
 def _checked_meta(path: Path, legacy: bool) -> dict:
@@ -239,6 +276,14 @@ class Lock:
 
     def __exit__(self, *exc):
         self.path.unlink(missing_ok=True)
+
+    def holder(self) -> int | None:
+        """The pid in the lock if that process is alive (a writer at work), else None."""
+        try:
+            pid = int(self.path.read_text() or 0)
+        except (OSError, ValueError):
+            return None
+        return pid if pid and _alive(pid) else None
 
 
 def _alive(pid: int) -> bool:

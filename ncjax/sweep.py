@@ -2,9 +2,8 @@
 
 Data flow: spec → grid (``ncjax.spec.expand``) → checked (``check``: what
 ``solver.prepare`` refuses, and the chunk size, before the run directory is written) →
-chunks (``plan``: at most ``chunk_size``
-configurations sharing one K, not yet in a committed chunk, fewer where device memory is
-short) → ``solver.solve_sharded`` over every device of every process → one committed
+chunks (``plan``: at most ``chunk_size`` configurations sharing one K, not yet in a
+committed chunk, fewer where device memory is short) → ``solver.solve_sharded`` over every device of every process → one committed
 chunk each (``ncjax.store``, which owns the run directory's layout and the chunk format).
 Configuration i starts from the key fold_in(key(seed_i), i), so its result does not depend
 on the chunking, the device count or a resume. I/O and progress live here and in
@@ -12,7 +11,8 @@ on the chunking, the device count or a resume. I/O and progress live here and in
 chunk verified, a damaged one set aside and its cells solved again). With several
 processes every process runs the same driver; the collectives (``_all_ok``, the survey's
 barriers) keep them in step, and process 0 alone takes the lock, writes the run's files
-and reports.
+and reports. Independent workers (``worker=(i, n)``: no lock, no collectives) claim the
+chunks of the fixed plan one by one (``ncjax.claims``) and commit chunk c as step c.
 
 ``load``, ``SweepGrid`` and ``RunError`` are ``ncjax.store``'s, re-exported.
 """
@@ -32,8 +32,9 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ncjax import batching, dtypes, solver, store
+from ncjax import batching, claims, dtypes, solver, store
 from ncjax import spec as _spec
+from ncjax.chunks import SAVED
 from ncjax.store import DEFAULT_CHUNK, RunError, SweepGrid, load
 from ncjax.validate import InputError
 
@@ -48,21 +49,23 @@ class Interrupted(KeyboardInterrupt):
     directory ``out``, the configurations ``done`` of ``total``. Everything committed is
     kept; ``ncjax resume out`` continues."""
 
-    def __init__(self, signum: int, out: Path, done: int, total: int):
+    def __init__(self, signum: int, out: Path, done: int, total: int, how: str = ""):
         super().__init__(signum, out, done, total)
         self.signum, self.out, self.done, self.total = signum, Path(out), done, total
+        self.how = how  # the resume command's options, e.g. " --worker 0/4"
 
     def __str__(self):
         return (f"interrupted by {signal.Signals(self.signum).name}: {self.done} of "
                 f"{self.total} configurations done and saved; continue with "
-                f"`ncjax resume {self.out}`")
+                f"`ncjax resume {self.out}{self.how}`")
 
 
 @contextlib.contextmanager
-def deferred_signals(lock, log):
+def deferred_signals(out, release, log, how: str = ""):
     """SIGINT and SIGTERM, while a run writes its chunks: the first is recorded (the chunk in
     flight is finished and committed, then the run stops: ``stopping()``), a second abandons
-    the chunk at once: the lock is released, one line printed, and the process exits with
+    the chunk at once: ``release()`` (the lock, or a worker's claims; None: nothing), one
+    line printed, and the process exits with
     128 + signum (the chunk's pending index entry is cleaned up by the next resume). Python
     runs handlers between bytecodes, never inside an XLA call, so no signal lands in the
     middle of the runtime's own threads. Yields ``stopping``: the recorded signal or None.
@@ -74,10 +77,10 @@ def deferred_signals(lock, log):
 
     def handler(signum, _frame):
         if got:
-            if lock is not None:
-                lock.__exit__()
+            if release is not None:
+                release()
             print(f"ncjax: stopped by {signal.Signals(signum).name}, the chunk in flight "
-                  f"abandoned; continue with `ncjax resume {lock.path.parent if lock else ''}`",
+                  f"abandoned; continue with `ncjax resume {out}{how}`",
                   file=sys.stderr, flush=True)
             os._exit(128 + signum)
         got.append(signum)
@@ -190,10 +193,14 @@ def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, qui
             lock.__enter__()
         except RunError as e:
             err = e
+    if primary and err is None and (live := claims.live_claims(out)):
+        lock.__exit__()
+        err = RunError(f"{out}: {len(live)} worker(s) are at work on this run (claims/); "
+                       "join them with --worker i/n, or wait until they are done")
     if not _all_ok(err is None):
         raise err or RunError(f"{out}: process 0 could not take the run directory's lock")
     try:
-        with deferred_signals(lock if primary else None, log) as stopping:
+        with deferred_signals(out, lock.__exit__ if primary else None, log) as stopping:
             chunks = store.Chunks(out, primary=primary)
             try:
                 done, next_step = chunks.survey(total, log, legacy=kind == "legacy")
@@ -223,55 +230,26 @@ def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, fil
     total = done.size
     if done.any():
         log(f"resuming: {int(done.sum())} of {total} configurations already done")
-    devices = jax.devices()
-    p, m, opts = grid.params, int(spec.problem.get("m", 1)), spec.solver
-    K, d = int(p["K"].max()), int(p["d"].max())
-    per_cfg = bytes_per_config(K, d, m, opts.get("memory_size", 10),
-                               opts.get("dtype", "float32"))
-    fit = max(1, memory_budget(jax.local_devices()) // per_cfg * len(devices))
-    if fit < chunk_size:
-        log(f"chunks of {fit} configurations (not {chunk_size}): what fits in device memory "
-            f"at ~{per_cfg} bytes per configuration")
-    size = min(chunk_size, fit)
-    log(f"{total} configurations, sharded over {len(devices)} {jax.default_backend()} "
-        f"device(s) in {jax.process_count()} process(es)")
+    size = _fitting(spec, grid, chunk_size, log)
     t0, n_new, n_done = time.perf_counter(), 0, int(done.sum())
-    with dtypes.x64(opts.get("dtype") == "float64"):
+    with dtypes.x64(spec.solver.get("dtype") == "float64"):
         while not done.all() and _all_ok(stopping() is None):
             idx = plan(grid, size, done)[0]
-            # one width per K block (one compiled program), padded as the solver pads a
-            # batch (``batching.layout``); padding rows repeat the last cell and are stored
-            # with index -1
-            width = batching.layout(min(size, int(np.sum(p["K"] == p["K"][idx[0]]))),
-                                  devices, opts.get("method", "ufm"), opts.get("pool"))[0]
-            rows = np.concatenate([idx, np.full(width - idx.size, idx[-1])])
             try:
-                r, err = solver.solve_sharded(
-                    grid.counts(rows), p["lam_W"][rows], p["lam_H"][rows], p["lam_b"][rows],
-                    d=int(p["d"][idx[0]]), m=m, seed=p["seed"][rows], key_index=rows,
-                    loss=spec.problem.get("loss", "ce"), bias=spec.problem.get("bias", True),
-                    devices=devices, **opts), None
-                jax.block_until_ready(r)
+                (r, index), err = _solve(spec, grid, idx, size), None
             except Exception as e:  # noqa: BLE001 - only an out-of-memory error is retried
                 if not _is_oom(e):
                     raise
                 r, err = None, e
             if not _all_ok(err is None):
-                if idx.size == 1:
-                    raise RunError("one configuration does not fit in device memory; this run "
-                                   "cannot finish here (start a smaller one)") from err
-                size = max(1, idx.size // 2)
-                log(f"a chunk of {idx.size} configurations did not fit in device memory; "
-                    f"retrying in chunks of {size}")
+                size = _halve(idx.size, err, log)
                 continue
-            chunks.save(next_step, r, np.concatenate([idx, np.full(width - idx.size, -1)]))
+            chunks.save(next_step, r, index)
             next_step += 1
             done[idx] = True
-            n_done += idx.size
-            n_new += idx.size
+            n_done, n_new = n_done + idx.size, n_new + idx.size
             if say:
-                dt = time.perf_counter() - t0
-                rate = n_new / dt if dt > 0 else 0.0
+                rate = n_new / max(time.perf_counter() - t0, 1e-9)
                 _progress(n_done, total, rate, (total - n_done) / rate if rate else np.inf,
                           file)
     if say and n_new:
@@ -280,20 +258,81 @@ def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, fil
         log(f"solved {n_new} configurations in {dt:.1f} s ({n_new / dt:.1f}/s)")
 
 
-def run(spec_path, out, *, chunk_size: int | None = None, quiet: bool = False) -> SweepGrid:
+def _fitting(spec, grid, chunk_size: int, log) -> int:
+    """The chunk size that fits in device memory (``bytes_per_config``), at most
+    ``chunk_size``; logs the devices."""
+    devices, p, opts = jax.devices(), grid.params, spec.solver
+    per_cfg = bytes_per_config(int(p["K"].max()), int(p["d"].max()),
+                               int(spec.problem.get("m", 1)), opts.get("memory_size", 10),
+                               opts.get("dtype", "float32"))
+    fit = max(1, memory_budget(jax.local_devices()) // per_cfg * len(devices))
+    if fit < chunk_size:
+        log(f"chunks of {fit} configurations (not {chunk_size}): what fits in device memory "
+            f"at ~{per_cfg} bytes per configuration")
+    log(f"{int(np.prod(grid.shape))} configurations, sharded over {len(devices)} "
+        f"{jax.default_backend()} device(s) in {jax.process_count()} process(es)")
+    return min(chunk_size, fit)
+
+
+def _halve(n: int, err, log) -> int:
+    if n == 1:
+        raise RunError("one configuration does not fit in device memory; this run "
+                       "cannot finish here (start a smaller one)") from err
+    log(f"a chunk of {n} configurations did not fit in device memory; retrying in chunks "
+        f"of {max(1, n // 2)}")
+    return max(1, n // 2)
+
+
+def _solve(spec, grid, idx: np.ndarray, size: int):
+    """(the solver's outputs, the rows' flat indices) of the cells ``idx`` (one K): padded
+    to one width per K block (one compiled program), as the solver pads a batch
+    (``batching.layout``); padding rows repeat the last cell and are stored with index -1."""
+    devices, p, opts = jax.devices(), grid.params, spec.solver
+    width = batching.layout(min(size, int(np.sum(p["K"] == p["K"][idx[0]]))),
+                            devices, opts.get("method", "ufm"), opts.get("pool"))[0]
+    rows = np.concatenate([idx, np.full(width - idx.size, idx[-1])])
+    r = solver.solve_sharded(
+        grid.counts(rows), p["lam_W"][rows], p["lam_H"][rows], p["lam_b"][rows],
+        d=int(p["d"][idx[0]]), m=int(spec.problem.get("m", 1)), seed=p["seed"][rows],
+        key_index=rows, loss=spec.problem.get("loss", "ce"),
+        bias=spec.problem.get("bias", True), devices=devices, **opts)
+    jax.block_until_ready(r)
+    return r, np.concatenate([idx, np.full(width - idx.size, -1)])
+
+
+def _solve_pieces(spec, grid, idx: np.ndarray, size: int, log):
+    """``_solve`` of ``idx`` in pieces of at most ``size`` (halved while out of memory),
+    joined into one chunk (numpy)."""
+    parts, start = [], 0
+    while start < idx.size:
+        piece = idx[start:start + size]
+        try:
+            r, index = _solve(spec, grid, piece, size)
+        except Exception as e:  # noqa: BLE001 - only an out-of-memory error is retried
+            if not _is_oom(e):
+                raise
+            size = _halve(piece.size, e, log)
+            continue
+        parts.append(({k: r[k] for k in SAVED}, index))
+        start += piece.size
+    if len(parts) == 1:
+        return parts[0]
+    return (jax.tree.map(lambda *a: np.concatenate([np.asarray(x) for x in a]),
+                         *[t for t, _ in parts]), np.concatenate([i for _, i in parts]))
+
+
+def run(spec_path, out, *, chunk_size: int | None = None, quiet: bool = False,
+        worker=None, claim_timeout: float = claims.CLAIM_TIMEOUT) -> SweepGrid:
     """Start a sweep of the spec at ``spec_path`` in the new directory ``out``; returns the
     loaded grid (``load``). Everything is checked (the spec, the solver's settings, the
     chunk size, ``out``: ``store.check_new``) before anything is written. With several
     processes (``jax.distributed.initialize`` called first) every process calls it with
     the same arguments and ``out`` on a file system they share; each solves its
-    addressable shards and orbax writes the chunks."""
-    sp = _spec.load(spec_path)
-    out = Path(out)
-    size = check_chunk_size(sp.run.get("chunk_size", DEFAULT_CHUNK) if chunk_size is None
-                            else chunk_size)
-    grid = _spec.expand(sp)
-    check(sp, grid)
-    err = None
+    addressable shards and orbax writes the chunks. ``worker=(i, n)``: worker i of n
+    independent processes (``join``; ``ncjax.claims``), each calling it."""
+    if worker is not None:
+        return _work(*join(spec_path, out, chunk_size=chunk_size), worker, claim_timeout, quiet)
+    out, (sp, size, grid), err = Path(out), _checked(spec_path, chunk_size), None
     if jax.process_index() == 0:
         try:
             store.create_run(out, sp, size, spec_path, grid.shape)
@@ -305,13 +344,76 @@ def run(spec_path, out, *, chunk_size: int | None = None, quiet: bool = False) -
     return _execute(out, sp, grid._replace(spec=sp), size, quiet)
 
 
-def resume(out, *, quiet: bool = False) -> SweepGrid:
-    """Continue the run in ``out`` where it stopped (a run of an earlier ncjax, or a start
-    that stopped before its manifest, too); returns the loaded grid."""
-    out = Path(out)
+def _checked(spec_path, chunk_size):
+    sp = _spec.load(spec_path)
+    size = check_chunk_size(sp.run.get("chunk_size", DEFAULT_CHUNK) if chunk_size is None
+                            else chunk_size)
+    grid = _spec.expand(sp)
+    check(sp, grid)
+    return sp, size, grid
+
+
+def join(spec_path, out, *, chunk_size: int | None = None):
+    """(the opened run, its grid) for independent workers: ``out`` made a run of the spec
+    (the checks of ``run``; of workers started together one writes its files) or its run
+    of the same spec adopted (``store.join_run``)."""
+    sp, size, grid = _checked(spec_path, chunk_size)
+    r = store.join_run(out, sp, size, spec_path, grid.shape, asked=chunk_size)
+    return r, grid._replace(spec=r.spec)
+
+
+def opened(out, *, workers: bool = False):
+    """(the opened run ``out``, its grid), checked for ``resume``; ``workers``: the run is
+    given a manifest if it stopped before one, and a run of an earlier ncjax is refused."""
     r = store.open_run(out)
+    if workers and r.kind == "legacy":
+        raise RunError(f"{out}: a run of an earlier ncjax (no manifest.json); continue it "
+                       f"once without --worker")
     grid = _spec.expand(r.spec)
     store.check_shape(r, grid.shape)
     check(r.spec, grid)
-    size = check_chunk_size(r.chunk_size)
-    return _execute(out, r.spec, grid, size, quiet, r.kind, (r.meta or {}).get("source", "unknown"))
+    check_chunk_size(r.chunk_size)
+    if workers and r.kind == "unstarted":
+        store.write_manifest(out, r.spec, r.chunk_size, "unknown", grid.shape, exclusive=True)
+        r = store.open_run(out)
+    return r, grid
+
+
+def _work(r: store.Run, grid, worker, timeout: float, quiet: bool) -> SweepGrid:
+    """Worker ``worker`` = (i, n) of the run ``r``: ``claims.work`` under deferred signals,
+    its claims' heartbeats refreshed meanwhile; returns the loaded grid once it is done."""
+    name = f"{worker[0]}/{worker[1]}"
+    log = (lambda msg: None) if quiet else (
+        lambda msg: print(f"ncjax: worker {name}: {msg}", file=sys.stderr, flush=True))
+    if (pid := store.Lock(r.out).holder()) is not None:
+        raise RunError(f"{r.out}: a single process (pid {pid}) is writing to this run "
+                       "directory; workers join only a run no single process writes")
+    total, mine = int(np.prod(grid.shape)), claims.Claims(r.out, worker, timeout)
+    with deferred_signals(r.out, mine.release_all, log, f" --worker {name}") as stopping, \
+            mine.heartbeat():
+        chunks = store.Chunks(r.out)
+        try:
+            done, _ = chunks.survey(total, log, shared=True)
+            size = _fitting(r.spec, grid, r.chunk_size, log)
+            with dtypes.x64(r.spec.solver.get("dtype") == "float64"):
+                claims.work(mine, chunks, plan(grid, r.chunk_size), done,
+                            lambda idx: _solve_pieces(r.spec, grid, idx, size, log), log,
+                            stopping)
+        finally:
+            chunks.close()
+        if stopping() is not None:
+            raise Interrupted(stopping(), r.out, int(done.sum()), total, f" --worker {name}")
+    log("the grid is done")
+    return load(r.out)
+
+
+def resume(out, *, quiet: bool = False, worker=None,
+           claim_timeout: float = claims.CLAIM_TIMEOUT) -> SweepGrid:
+    """Continue the run in ``out`` where it stopped (a run of an earlier ncjax, or a start
+    that stopped before its manifest, too); returns the loaded grid. ``worker=(i, n)``: as
+    worker i of n independent processes (``run``)."""
+    r, grid = opened(Path(out), workers=worker is not None)
+    if worker is not None:
+        return _work(r, grid, worker, claim_timeout, quiet)
+    return _execute(r.out, r.spec, grid, r.chunk_size, quiet, r.kind,
+                    (r.meta or {}).get("source", "unknown"))
