@@ -1,7 +1,8 @@
 """The sweep driver: run a spec's grid in chunks, resume a stopped run.
 
-Data flow: spec → grid (``ncjax.spec.expand``) → checked (``check``: what
-``solver.prepare`` refuses, and the chunk size, before the run directory is written) →
+Data flow: spec → grid (``ncjax.spec.expand``; ``spec.loads`` has refused what
+``solver.prepare`` would, and the chunk size is checked, before the run directory is
+written) →
 chunks (``plan``: at most ``chunk_size`` configurations sharing one K, not yet in a
 committed chunk, fewer where device memory is short) → ``solver.solve_sharded`` over every device of every process → one committed
 chunk each (``ncjax.store``, which owns the run directory's layout and the chunk format).
@@ -39,7 +40,7 @@ from ncjax.store import DEFAULT_CHUNK, RunError, SweepGrid, load
 from ncjax.validate import InputError
 
 __all__ = ["DEFAULT_CHUNK", "Interrupted", "RunError", "SweepGrid", "bytes_per_config",
-           "check", "check_chunk_size", "load", "memory_budget", "plan", "resume", "run"]
+           "check_chunk_size", "load", "memory_budget", "plan", "resume", "run"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -158,26 +159,6 @@ def check_chunk_size(size) -> int:
     return int(size)
 
 
-def check(spec: _spec.Spec, grid: _spec.Grid) -> None:
-    """SpecError for a setting the solver refuses (``solver.prepare``: e.g. method
-    "convex" with d < K − 1, ftol < 0, max_steps ≥ 2**31), found before anything is
-    written: ``prepare`` is called on each K block with its first cell's counts and every
-    cell's λ's and seed (numpy only, nothing compiled)."""
-    p, opts = grid.params, spec.solver
-    for b in grid.blocks():
-        try:
-            with warnings.catch_warnings():  # the solve warns again, chunk by chunk
-                warnings.simplefilter("ignore")
-                solver.prepare(grid.counts(b[:1])[0], p["lam_W"][b], p["lam_H"][b],
-                               p["lam_b"][b], d=int(p["d"][b[0]]),
-                               m=int(spec.problem.get("m", 1)), seed=p["seed"][b],
-                               key_index=b, loss=spec.problem.get("loss", "ce"),
-                               bias=spec.problem.get("bias", True), **opts)
-        except InputError as e:
-            raise _spec.SpecError(f"{spec.path}: {e} (in the cells with K = "
-                                  f"{int(p['K'][b[0]])})") from None
-
-
 def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, quiet: bool,
              kind: str = "run", source="unknown") -> SweepGrid:
     """Under the lock: survey the chunks, write the manifest of a run that has none
@@ -230,20 +211,26 @@ def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, fil
     total = done.size
     if done.any():
         log(f"resuming: {int(done.sum())} of {total} configurations already done")
-    size = _fitting(spec, grid, chunk_size, log)
+    blocks = _block_sizes(grid)
+    size = _fitting(spec, grid, chunk_size, blocks, log)
     t0, n_new, n_done = time.perf_counter(), 0, int(done.sum())
+    # planned once (O(cells)), again only when a chunk is halved: the pieces of a plan are
+    # the next ones of the plan made after each of them
+    pending = plan(grid, size, done)[::-1]
     with dtypes.x64(spec.solver.get("dtype") == "float64"):
-        while not done.all() and _all_ok(stopping() is None):
-            idx = plan(grid, size, done)[0]
+        while pending and _all_ok(stopping() is None):
+            idx = pending[-1]
             try:
-                (r, index), err = _solve(spec, grid, idx, size), None
+                (r, index), err = _solve(spec, grid, idx, size, blocks), None
             except Exception as e:  # noqa: BLE001 - only an out-of-memory error is retried
                 if not _is_oom(e):
                     raise
                 r, err = None, e
             if not _all_ok(err is None):
                 size = _halve(idx.size, err, log)
+                pending = plan(grid, size, done)[::-1]
                 continue
+            pending.pop()
             chunks.save(next_step, r, index)
             next_step += 1
             done[idx] = True
@@ -258,11 +245,17 @@ def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, fil
         log(f"solved {n_new} configurations in {dt:.1f} s ({n_new / dt:.1f}/s)")
 
 
-def _fitting(spec, grid, chunk_size: int, log) -> int:
+def _block_sizes(grid) -> dict:
+    """K -> the number of cells of that K (one compiled program each)."""
+    return {int(grid.params_at(b[:1])["K"][0]): b.size for b in grid.blocks()}
+
+
+def _fitting(spec, grid, chunk_size: int, blocks: dict, log) -> int:
     """The chunk size that fits in device memory (``bytes_per_config``), at most
-    ``chunk_size``; logs the devices."""
-    devices, p, opts = jax.devices(), grid.params, spec.solver
-    per_cfg = bytes_per_config(int(p["K"].max()), int(p["d"].max()),
+    ``chunk_size``; logs the devices. ``blocks``: K -> cells of that K."""
+    devices, opts = jax.devices(), spec.solver
+    d = max(int(grid.params_at(b[:1])["d"][0]) for b in grid.blocks())
+    per_cfg = bytes_per_config(max(blocks), d,
                                int(spec.problem.get("m", 1)), opts.get("memory_size", 10),
                                opts.get("dtype", "float32"))
     fit = max(1, memory_budget(jax.local_devices()) // per_cfg * len(devices))
@@ -283,31 +276,33 @@ def _halve(n: int, err, log) -> int:
     return max(1, n // 2)
 
 
-def _solve(spec, grid, idx: np.ndarray, size: int):
+def _solve(spec, grid, idx: np.ndarray, size: int, blocks: dict):
     """(the solver's outputs, the rows' flat indices) of the cells ``idx`` (one K): padded
     to one width per K block (one compiled program), as the solver pads a batch
-    (``batching.layout``); padding rows repeat the last cell and are stored with index -1."""
-    devices, p, opts = jax.devices(), grid.params, spec.solver
-    width = batching.layout(min(size, int(np.sum(p["K"] == p["K"][idx[0]]))),
-                            devices, opts.get("method", "ufm"), opts.get("pool"))[0]
+    (``batching.layout``); padding rows repeat the last cell and are stored with index -1.
+    ``blocks``: K -> cells of that K."""
+    devices, opts = jax.devices(), spec.solver
+    width = batching.layout(min(size, blocks[int(grid.params_at(idx[:1])["K"][0])]), devices,
+                            opts.get("method", "ufm"), opts.get("pool"))[0]
     rows = np.concatenate([idx, np.full(width - idx.size, idx[-1])])
+    p = grid.params_at(rows)
     r = solver.solve_sharded(
-        grid.counts(rows), p["lam_W"][rows], p["lam_H"][rows], p["lam_b"][rows],
-        d=int(p["d"][idx[0]]), m=int(spec.problem.get("m", 1)), seed=p["seed"][rows],
+        grid.counts(rows), p["lam_W"], p["lam_H"], p["lam_b"],
+        d=int(p["d"][0]), m=int(spec.problem.get("m", 1)), seed=p["seed"],
         key_index=rows, loss=spec.problem.get("loss", "ce"),
         bias=spec.problem.get("bias", True), devices=devices, **opts)
     jax.block_until_ready(r)
     return r, np.concatenate([idx, np.full(width - idx.size, -1)])
 
 
-def _solve_pieces(spec, grid, idx: np.ndarray, size: int, log):
+def _solve_pieces(spec, grid, idx: np.ndarray, size: int, blocks: dict, log):
     """``_solve`` of ``idx`` in pieces of at most ``size`` (halved while out of memory),
     joined into one chunk (numpy)."""
     parts, start = [], 0
     while start < idx.size:
         piece = idx[start:start + size]
         try:
-            r, index = _solve(spec, grid, piece, size)
+            r, index = _solve(spec, grid, piece, size, blocks)
         except Exception as e:  # noqa: BLE001 - only an out-of-memory error is retried
             if not _is_oom(e):
                 raise
@@ -348,9 +343,7 @@ def _checked(spec_path, chunk_size):
     sp = _spec.load(spec_path)
     size = check_chunk_size(sp.run.get("chunk_size", DEFAULT_CHUNK) if chunk_size is None
                             else chunk_size)
-    grid = _spec.expand(sp)
-    check(sp, grid)
-    return sp, size, grid
+    return sp, size, _spec.expand(sp)
 
 
 def join(spec_path, out, *, chunk_size: int | None = None):
@@ -371,7 +364,6 @@ def opened(out, *, workers: bool = False):
                        f"once without --worker")
     grid = _spec.expand(r.spec)
     store.check_shape(r, grid.shape)
-    check(r.spec, grid)
     check_chunk_size(r.chunk_size)
     if workers and r.kind == "unstarted":
         store.write_manifest(out, r.spec, r.chunk_size, "unknown", grid.shape, exclusive=True)
@@ -394,11 +386,12 @@ def _work(r: store.Run, grid, worker, timeout: float, quiet: bool) -> SweepGrid:
         chunks = store.Chunks(r.out)
         try:
             done, _ = chunks.survey(total, log, shared=True)
-            size = _fitting(r.spec, grid, r.chunk_size, log)
+            blocks = _block_sizes(grid)
+            size = _fitting(r.spec, grid, r.chunk_size, blocks, log)
             with dtypes.x64(r.spec.solver.get("dtype") == "float64"):
                 claims.work(mine, chunks, plan(grid, r.chunk_size), done,
-                            lambda idx: _solve_pieces(r.spec, grid, idx, size, log), log,
-                            stopping)
+                            lambda idx: _solve_pieces(r.spec, grid, idx, size, blocks, log),
+                            log, stopping)
         finally:
             chunks.close()
         if stopping() is not None:
