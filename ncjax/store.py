@@ -45,6 +45,7 @@ import numpy as np
 
 from ncjax import spec as _spec
 from ncjax.chunks import TMP_PREFIX, Chunks, Damaged, write_atomic
+from ncjax.lock import Lock, RunError  # noqa: F401 - the run directory's, re-exported
 from ncjax.stopping import STATUS_NAMES
 from ncjax.validate import InputError, NCJaxWarning
 
@@ -54,10 +55,6 @@ __all__ = ["DEFAULT_CHUNK", "FORMAT", "RunError", "Run", "Lock", "Chunks", "chec
 FORMAT = 1
 DEFAULT_CHUNK = 1024
 MANIFEST, SPEC, LEGACY = "manifest.json", "spec.toml", "run.json"
-
-
-class RunError(InputError):
-    """A run directory that cannot be used as asked (exists, locked, changed spec, …)."""
 
 
 class Run(NamedTuple):
@@ -237,63 +234,6 @@ def check_shape(run: Run, shape) -> None:
     if run.kind == "run" and tuple(run.meta["grid_shape"]) != tuple(shape):
         raise RunError(f"{run.out / MANIFEST}: its grid {tuple(run.meta['grid_shape'])} is "
                        f"not the spec's {tuple(shape)}")
-
-
-class Lock:
-    """DIR/.lock created exclusively with our pid; a lock of a dead pid is taken over."""
-
-    def __init__(self, out: Path):
-        self.path = Path(out) / ".lock"
-
-    def __enter__(self):
-        where = self.path.parent
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self.path.is_symlink() or not self.path.is_file():
-                    raise RunError(f"{self.path}: not a lock file; remove it if no ncjax "
-                                   f"process is writing to {where}") from None
-                try:
-                    pid = int(self.path.read_text() or 0)
-                except (OSError, ValueError):
-                    pid = 0
-                if pid and _alive(pid):
-                    raise RunError(f"{where}: another process (pid {pid}) is "
-                                   "writing to this run directory") from None
-                try:
-                    self.path.unlink(missing_ok=True)  # stale: its writer is gone
-                except OSError as e:
-                    raise RunError(f"{self.path}: a stale lock that cannot be removed "
-                                   f"({e.strerror})") from None
-                continue
-            except OSError as e:
-                raise RunError(f"{where}: cannot take the lock ({e.strerror})") from None
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-        raise RunError(f"{self.path}: could not take the lock")
-
-    def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
-
-    def holder(self) -> int | None:
-        """The pid in the lock if that process is alive (a writer at work), else None."""
-        try:
-            pid = int(self.path.read_text() or 0)
-        except (OSError, ValueError):
-            return None
-        return pid if pid and _alive(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class SweepGrid:

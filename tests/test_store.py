@@ -5,6 +5,7 @@ index entries and checksums, and load of a partly written grid (missing cells Na
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -75,17 +76,33 @@ def test_create_and_open_run(run_dir, tmp_path):
 
 
 def test_lock(tmp_path):
+    mine = lambda: json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     with store.Lock(tmp_path):
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+        assert mine()
         with pytest.raises(store.RunError, match=f"another process \\(pid {os.getpid()}\\)"):
             store.Lock(tmp_path).__enter__()
     assert not (tmp_path / ".lock").exists()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (tmp_path / ".lock").write_text(str(dead.pid))  # its writer is gone: taken over
+    (tmp_path / ".lock").write_text(str(dead.pid))  # an earlier ncjax's lock, writer gone
     with store.Lock(tmp_path):
-        assert (tmp_path / ".lock").read_text() == str(os.getpid())
+        assert mine()
     assert not (tmp_path / ".lock").exists()
+
+
+def test_lock_of_a_reused_pid_or_another_host(tmp_path):
+    """A live pid with another start time is an unrelated process that reuses the pid of
+    a dead writer: taken over. A lock of another host cannot be judged here: refused, its
+    host named."""
+    host = socket.gethostname()
+    (tmp_path / ".lock").write_text(json.dumps(
+        {"pid": os.getppid(), "host": host, "start": "1"}))  # alive, but not that process
+    with store.Lock(tmp_path):
+        assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
+    (tmp_path / ".lock").write_text(json.dumps(
+        {"pid": os.getpid(), "host": host + "-elsewhere", "start": None}))
+    with pytest.raises(store.RunError, match=f"on host {host}-elsewhere.*remove"):
+        store.Lock(tmp_path).__enter__()
 
 
 def test_chunk_format_and_load(run_dir):
