@@ -59,7 +59,7 @@ import numpy as np
 
 from benchmarks import baselines, measure, tables
 from benchmarks.experiments import fused
-from benchmarks.measure import SHAPES, available, fits, solver_step
+from benchmarks.measure import SHAPES, fits, solver_step
 from ncjax import bench, dtypes
 from ncjax.validate import InputError
 
@@ -141,7 +141,7 @@ def _run(*, tiny, repeats, out, device, log) -> dict:
                                                   repeats=repeats),
                "jitted_scan": measure.jitted_scan(K, d, m, steps, dtype="float32",
                                                   repeats=repeats)}
-        if available("torch"):
+        if bench.available("torch"):
             row["torch"] = baselines.torch_adam(K, d, m, steps, repeats=repeats)
         res["step_baselines"].append(row)
         log(f"{name} baselines: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()
@@ -262,9 +262,9 @@ def time_to_solution(cfg, device, repeats, log, keep=lambda tts: None) -> dict:
               for method in ("ufm", "convex")]
     routes += [python_loop, lambda: bench.one_at_a_time(counts, lam_W, lam_H, idx,
                                                         device=device, repeats=repeats)]
-    if available("cvxpy"):
+    if bench.available("cvxpy"):
         routes.append(lambda: bench.cvxpy_route(counts, lam_W, lam_H, idx, repeats=repeats))
-    if available("torch"):
+    if bench.available("torch"):
         routes.append(torch_lbfgs)
     for fn in routes:  # each logged and kept as it ends
         r = fn()

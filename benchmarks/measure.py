@@ -18,6 +18,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from benchmarks.experiments import fused
 from ncjax import dtypes, loop, natural, solver, sweep
@@ -254,16 +255,7 @@ def fits(K, d, m, dtype, device, memory_size=1) -> int:
                // sweep.bytes_per_config(K, d, m, memory_size, dtype))
 
 
-def available(name: str) -> bool:
-    try:
-        __import__(name)
-        return True
-    except ImportError:
-        return False
-
-
 def describe(device) -> dict:
-    import optax
     d = {"platform": device.platform, "name": getattr(device, "device_kind", str(device)),
          "jax": jax.__version__, "optax": optax.__version__, "python": platform.python_version(),
          "machine": platform.machine(), "processor": platform.processor()}

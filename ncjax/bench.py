@@ -34,7 +34,9 @@ import time
 from pathlib import Path
 
 import jax
+import jaxlib
 import numpy as np
+import optax
 
 import ncjax
 from ncjax import draw, reference
@@ -128,9 +130,6 @@ def available(name: str) -> bool:
 
 
 def machine(device) -> dict:
-    import jaxlib
-    import optax
-
     return {"platform": device.platform, "device": getattr(device, "device_kind", str(device)),
             "devices": jax.device_count(), "cpus": os.cpu_count(), "jax": jax.__version__,
             "jaxlib": jaxlib.__version__,

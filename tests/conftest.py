@@ -22,6 +22,18 @@ from ncjax.xla import configure_cpu  # noqa: E402
 configure_cpu()
 
 
+# The [problem] table of the small two-cluster specs the sweep, store, integrity, signal and
+# worker tests run (2 × 100 + 2 × n_B, λ_W = 0.01); each adds its own axes and solver.
+TWO_CLUSTER = """
+[problem]
+profile = "two_cluster"
+K_A = 2
+K_B = 2
+n_A = 100
+lam_W = 0.01
+"""
+
+
 def forced_devices_env(n: int) -> dict:
     """The environment of a subprocess that sees ``n`` CPU devices (XLA's forced host
     device count), with the suite's XLA flags."""

@@ -23,14 +23,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 from ncjax import spec, store, sweep
 from ncjax.cli import main
 from ncjax.validate import NCJaxWarning
+from tests.conftest import TWO_CLUSTER
 
-SPEC = """
-[problem]
-profile = "two_cluster"
-K_A = 2
-K_B = 2
-n_A = 100
-lam_W = 0.01
+SPEC = TWO_CLUSTER + """
 [axes]
 n_B = [10, 40]
 lam = {log = [0.01, 0.05, 3]}

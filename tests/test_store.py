@@ -15,14 +15,9 @@ import pytest
 from ncjax import chunks as chunks_mod
 from ncjax import spec, store
 from ncjax.stopping import STATUS_NAMES
+from tests.conftest import TWO_CLUSTER
 
-SPEC = """
-[problem]
-profile = "two_cluster"
-K_A = 2
-K_B = 2
-n_A = 100
-lam_W = 0.01
+SPEC = TWO_CLUSTER + """
 lam_H = 0.02
 [axes]
 n_B = [10, 40]

@@ -14,15 +14,9 @@ import pytest
 
 import ncjax
 from ncjax import solver, spec, sweep
-from tests.conftest import forced_devices_env
+from tests.conftest import TWO_CLUSTER, forced_devices_env
 
-SPEC = """
-[problem]
-profile = "two_cluster"
-K_A = 2
-K_B = 2
-n_A = 100
-lam_W = 0.01
+SPEC = TWO_CLUSTER + """
 [axes]
 n_B = [10, 40]
 lam = {log = [0.01, 0.05, 3]}

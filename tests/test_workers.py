@@ -14,14 +14,9 @@ import pytest
 
 from ncjax import claims, sweep
 from ncjax.cli import main
+from tests.conftest import TWO_CLUSTER
 
-SPEC = """
-[problem]
-profile = "two_cluster"
-K_A = 2
-K_B = 2
-n_A = 100
-lam_W = 0.01
+SPEC = TWO_CLUSTER + """
 [axes]
 n_B = {lin = [10, 90, 4]}
 lam = {log = [1e-3, 1e-1, 6]}
