@@ -12,7 +12,7 @@ import importlib
 __version__ = "0.1.0"
 
 _OWNERS = {"InputError": "validate", "NCJaxWarning": "validate", "Problem": "problem",
-           "Result": "solver", "solve": "solver", "load": "store", "configure_cpu": "xla"}
+           "Result": "solver", "solve": "solver", "load": "reading", "configure_cpu": "xla"}
 _MODULES = ("losses", "metrics", "model", "problem", "profiles", "spec", "sweep", "theory")
 
 __all__ = sorted(_OWNERS) + list(_MODULES) + ["__version__"]

@@ -14,7 +14,7 @@ Grid readings, of a loaded ``SweepGrid`` g (axes: name → (n_a,) values; g[fiel
 (*g.shape, …)): ``agreement`` (measured minority collapse against λ ≥ λ* = sqrt(n_B)/N),
 ``boundary`` (the measured crossing along one axis against the theory's), ``unconverged``,
 ``gap`` (the certified duality gap), ``cosines`` (against the simplex ETF), ``curves`` (what
-a one-axis run shows), ``summary`` (``ncjax show``), ``cells`` (chosen cells), and the
+a one-axis run shows), ``cells`` (chosen cells), and the
 lookups ``lines``, ``line_label``, ``cell_index``, ``cell_values``. The phase diagram over
 two axes is ``ncjax.diagram``; the group thresholds of a "steps" profile ``ncjax.groups``.
 """
@@ -193,30 +193,6 @@ def cells(g, idx) -> list[dict]:
                                   g["metrics.zero_solution"][c]),
             "theory": _decision(g["theory.minority_collapse"][c],
                                 g["theory.total_collapse"][c])})
-    return out
-
-
-def summary(g) -> dict:
-    """What ``ncjax show`` prints: shape, size, axes (name → (size, min, max)), status
-    (name → cells); once a cell is done also collapse (measured, solved, predicted,
-    differ: cells), objective (min, max), max_grad (largest finite ‖∇F‖, None if none) and,
-    with a gap field, gap (max abs, max relative to max(1, |F|))."""
-    names, counts = np.unique(g.status, return_counts=True)
-    out = {"shape": g.shape, "size": g.status.size,
-           "axes": {k: (v.size, v.min(), v.max()) for k, v in g.axes.items()},
-           "status": dict(zip(names, counts))}
-    if g.done.any():
-        m, t = g["metrics.minority_collapsed"], g["theory.minority_collapse"]
-        ok = np.isfinite(m)
-        out["collapse"] = {"measured": int(np.nansum(m)), "solved": int(ok.sum()),
-                           "predicted": int(np.sum(t[ok] == 1)),
-                           "differ": int(np.sum(m[ok] != t[ok]))}
-        grad = g["grad_norm"][np.isfinite(g["grad_norm"])]
-        out["objective"] = (np.nanmin(g["objective"]), np.nanmax(g["objective"]))
-        out["max_grad"] = grad.max() if grad.size else None
-        if "gap" in g.fields:
-            rel = g["gap"] / np.maximum(1.0, np.abs(g["objective"]))
-            out["gap"] = (np.nanmax(g["gap"]), np.nanmax(rel))
     return out
 
 

@@ -64,7 +64,7 @@ def solution(r) -> str:
 
 def show(s: dict, where) -> str:
     """Axes, progress, status counts and headline metrics of a loaded sweep at ``where``
-    (``ncjax show``), from ``analysis.summary``."""
+    (``ncjax show``), from ``SweepGrid.overview`` (``ncjax.reading``)."""
     lines = [f"run {where}: grid {' x '.join(map(str, s['shape']))} = {s['size']} configurations"]
     for name, (size, lo, hi) in s["axes"].items():
         lines.append(f"  axis {name:6s} {size:4d} values  {lo:g} .. {hi:g}")

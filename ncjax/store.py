@@ -14,7 +14,7 @@ A run directory holds
     .lock            the pid of the process writing here (a second writer is refused)
     claims/          independent workers' claims on chunks (``ncjax.claims``; no .lock)
 
-Files are written by ``chunks.write_atomic``: spec.toml first, then manifest.json. A
+Files are written by ``files.write_atomic``: spec.toml first, then manifest.json. A
 directory that holds only spec.toml is a start that stopped before its manifest: ``resume``
 continues it, and ``sweep`` with the same spec adopts it. ``sweep`` refuses any other
 non-empty directory that is not a new run (foreign data is never taken for results).
@@ -24,11 +24,8 @@ Runs written before the manifest (``legacy``: spec.toml, run.json = {"spec_sha25
 checksums (``load`` says so in one warning); ``resume`` indexes and checksums them and
 writes their manifest.
 
-``load`` verifies every chunk it reads (``chunks.Chunks.verify``). A damaged one is a
-RunError naming it and saying that ``ncjax resume DIR`` solves it again; with
-``skip_damaged=True`` its cells load as "missing" instead, with one warning each. This
-module owns the run directory; the driver (``ncjax.sweep``) decides what to solve and when
-to write.
+This module owns the run directory; the driver (``ncjax.sweep``) decides what to solve and
+when to write, and ``ncjax.reading`` reads a run (``load``, ``summary``).
 """
 
 from __future__ import annotations
@@ -44,13 +41,14 @@ from typing import NamedTuple
 import numpy as np
 
 from ncjax import spec as _spec
-from ncjax.chunks import TMP_PREFIX, Chunks, Damaged, write_atomic
+from ncjax.chunks import Chunks
+from ncjax.files import TMP_PREFIX, write_atomic
 from ncjax.lock import Lock, RunError  # noqa: F401 - the run directory's, re-exported
 from ncjax.stopping import STATUS_NAMES
 from ncjax.validate import InputError, NCJaxWarning
 
 __all__ = ["DEFAULT_CHUNK", "FORMAT", "RunError", "Run", "Lock", "Chunks", "check_new",
-           "create_run", "join_run", "write_manifest", "open_run", "check_shape", "SweepGrid", "load"]
+           "create_run", "join_run", "write_manifest", "open_run", "check_shape"]
 
 FORMAT = 1
 DEFAULT_CHUNK = 1024
@@ -234,103 +232,3 @@ def check_shape(run: Run, shape) -> None:
     if run.kind == "run" and tuple(run.meta["grid_shape"]) != tuple(shape):
         raise RunError(f"{run.out / MANIFEST}: its grid {tuple(run.meta['grid_shape'])} is "
                        f"not the spec's {tuple(shape)}")
-
-
-class SweepGrid:
-    """A loaded run: ``axes`` (name → values, in order), ``shape``, ``fields`` (name →
-    array shaped ``shape + per-configuration shape``; NaN, or -1 for integers, where a
-    cell is missing), ``status`` (str array, "missing" where not solved), ``done``."""
-
-    def __init__(self, axes, fields, status, done, spec):
-        self.axes, self.fields, self.status, self.done, self.spec = axes, fields, status, done, spec
-        self.shape = tuple(v.size for v in axes.values())
-
-    def __getitem__(self, name):
-        return self.fields[name]
-
-    def sel(self, **where) -> "SweepGrid":
-        """The sub-grid at the given axis values (each the nearest grid value)."""
-        index, axes = [], {}
-        for name, vals in self.axes.items():
-            if name in where:
-                i = int(np.argmin(np.abs(vals - where.pop(name))))
-                index.append(i)
-            else:
-                index.append(slice(None))
-                axes[name] = vals
-        if where:
-            raise InputError(f"no axis {sorted(where)}; the axes are {list(self.axes)}")
-        idx = tuple(index)
-        return SweepGrid(axes, {k: v[idx] for k, v in self.fields.items()}, self.status[idx],
-                         self.done[idx], self.spec)
-
-    def to_xarray(self):
-        """An xarray.Dataset of the fields that are one number per cell (xarray optional)."""
-        try:
-            import xarray as xr
-        except ImportError:
-            raise ImportError("to_xarray needs xarray: pip install xarray") from None
-        dims = list(self.axes)
-        data = {k: (dims, v) for k, v in self.fields.items() if v.shape == self.shape}
-        data["status"] = (dims, self.status)
-        return xr.Dataset(data, coords=dict(self.axes))
-
-
-def _damaged(out: Path, step: int, why: str, skip: bool) -> None:
-    if not skip:
-        raise RunError(f"{out}: chunk {step} is damaged ({why}); `ncjax resume {out}` sets "
-                       "it aside and solves its cells again")
-    warnings.warn(f"{out}: chunk {step} is damaged ({why}): its cells load as missing; "
-                  f"`ncjax resume {out}` solves them again", NCJaxWarning, stacklevel=3)
-
-
-def load(out, *, skip_damaged: bool = False) -> SweepGrid:
-    """Load a run directory, finished or not: missing cells are NaN and "missing". Every
-    chunk is verified; a damaged one is a RunError (``skip_damaged``: its cells load as
-    missing, with a warning). A chunk still being written loads as missing."""
-    out = Path(out)
-    run = open_run(out)
-    sp = run.spec
-    grid = _spec.expand(sp)
-    check_shape(run, grid.shape)
-    total = int(np.prod(grid.shape))
-    fields: dict[str, np.ndarray] = {}
-    status = np.full(total, "missing", dtype=object)
-    done = np.zeros(total, bool)
-    chunks = Chunks(out, read_only=True)
-    if run.kind == "legacy":
-        entries, bad = {s: None for s in chunks.steps()}, {}
-        warnings.warn(f"{out}: a run written before checksums (no manifest.json): its chunks "
-                      f"are read without them; `ncjax resume {out}` checksums them",
-                      NCJaxWarning, stacklevel=2)
-    else:
-        entries, _, bad = chunks.entries()
-        entries = {s: e for s, e in entries.items() if not e.get("pending")}
-    for step, why in sorted(bad.items()):
-        _damaged(out, step, why, skip_damaged)
-    try:
-        for step, e in sorted(entries.items()):
-            try:
-                chunk = chunks.verify(step, e, total)
-            except Damaged as why:
-                _damaged(out, step, str(why), skip_damaged)
-                continue
-            idx = chunk.pop("index")
-            status[idx] = np.asarray(STATUS_NAMES)[chunk.pop("status")]
-            done[idx] = True
-            for k, v in chunk.items():
-                if k not in fields:  # missing cells: NaN (booleans become 0./1.), ints -1
-                    if np.issubdtype(v.dtype, np.integer):
-                        dtype, fill = v.dtype, -1
-                    else:
-                        dtype, fill = (float if v.dtype == bool else v.dtype), np.nan
-                    fields[k] = np.full((total,) + v.shape[1:], fill, dtype=dtype)
-                if fields[k].shape[1:] != v.shape[1:]:
-                    continue  # per-class fields of a grid whose K varies: not stacked
-                fields[k][idx] = v
-    finally:
-        chunks.close()
-    shape = grid.shape
-    fields = {k: v.reshape(shape + v.shape[1:]) for k, v in fields.items()}
-    axes = {k: v for k, v in sp.axes.items()}
-    return SweepGrid(axes, fields, status.reshape(shape), done.reshape(shape), sp)

@@ -15,7 +15,8 @@ barriers) keep them in step, and process 0 alone takes the lock, writes the run'
 and reports. Independent workers (``worker=(i, n)``: no lock, no collectives) claim the
 chunks of the fixed plan one by one (``ncjax.claims``) and commit chunk c as step c.
 
-``load``, ``SweepGrid`` and ``RunError`` are ``ncjax.store``'s, re-exported.
+``load`` and ``SweepGrid`` (``ncjax.reading``) and ``RunError`` (``ncjax.store``) are
+re-exported.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from ncjax import batching, claims, dtypes, solver, store
 from ncjax import spec as _spec
 from ncjax.chunks import SAVED
-from ncjax.store import DEFAULT_CHUNK, RunError, SweepGrid, load
+from ncjax.reading import SweepGrid, load
+from ncjax.store import DEFAULT_CHUNK, RunError
 from ncjax.validate import InputError
 
 __all__ = ["DEFAULT_CHUNK", "Interrupted", "RunError", "SweepGrid", "bytes_per_config",
@@ -66,8 +69,8 @@ def deferred_signals(out, release, log, how: str = ""):
     """SIGINT and SIGTERM, while a run writes its chunks: the first is recorded (the chunk in
     flight is finished and committed, then the run stops: ``stopping()``), a second abandons
     the chunk at once: ``release()`` (the lock, or a worker's claims; None: nothing), one
-    line printed, and the process exits with
-    128 + signum (the chunk's pending index entry is cleaned up by the next resume). Python
+    line printed, and the process exits with 128 + signum (the chunk's pending index entry
+    is cleaned up by the next resume). Python
     runs handlers between bytecodes, never inside an XLA call, so no signal lands in the
     middle of the runtime's own threads. Yields ``stopping``: the recorded signal or None.
     Outside the main thread (where handlers cannot be set) signals are left as they are."""
@@ -107,8 +110,6 @@ def _all_ok(ok: bool) -> bool:
     """True when ``ok`` holds in every process (a collective: every process calls it)."""
     if jax.process_count() == 1:
         return ok
-    from jax.experimental import multihost_utils
-
     return bool(np.all(multihost_utils.process_allgather(np.int32(ok))))
 
 
@@ -160,7 +161,7 @@ def check_chunk_size(size) -> int:
 
 
 def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, quiet: bool,
-             kind: str = "run", source="unknown") -> SweepGrid:
+             kind: str = "run", source="unknown", verify: bool = False) -> SweepGrid:
     """Under the lock: survey the chunks, write the manifest of a run that has none
     (``kind`` "legacy" or "unstarted", see ``store.Run``), solve what is not done."""
     file = sys.stderr
@@ -184,7 +185,8 @@ def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, qui
         with deferred_signals(out, lock.__exit__ if primary else None, log) as stopping:
             chunks = store.Chunks(out, primary=primary)
             try:
-                done, next_step = chunks.survey(total, log, legacy=kind == "legacy")
+                done, next_step = chunks.survey(total, log, legacy=kind == "legacy",
+                                                full=verify)
                 if kind != "run" and primary:
                     try:
                         store.write_manifest(out, spec, chunk_size, source, grid.shape)
@@ -200,7 +202,7 @@ def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, qui
     finally:
         if primary:
             lock.__exit__()
-    return load(out)
+    return load(out, surveyed=True)
 
 
 def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file,
@@ -211,6 +213,8 @@ def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, fil
     total = done.size
     if done.any():
         log(f"resuming: {int(done.sum())} of {total} configurations already done")
+    if done.all():
+        return
     blocks = _block_sizes(grid)
     size = _fitting(spec, grid, chunk_size, blocks, log)
     t0, n_new, n_done = time.perf_counter(), 0, int(done.sum())
@@ -371,7 +375,8 @@ def opened(out, *, workers: bool = False):
     return r, grid
 
 
-def _work(r: store.Run, grid, worker, timeout: float, quiet: bool) -> SweepGrid:
+def _work(r: store.Run, grid, worker, timeout: float, quiet: bool,
+          verify: bool = False) -> SweepGrid:
     """Worker ``worker`` = (i, n) of the run ``r``: ``claims.work`` under deferred signals,
     its claims' heartbeats refreshed meanwhile; returns the loaded grid once it is done."""
     name = f"{worker[0]}/{worker[1]}"
@@ -385,28 +390,31 @@ def _work(r: store.Run, grid, worker, timeout: float, quiet: bool) -> SweepGrid:
             mine.heartbeat():
         chunks = store.Chunks(r.out)
         try:
-            done, _ = chunks.survey(total, log, shared=True)
-            blocks = _block_sizes(grid)
-            size = _fitting(r.spec, grid, r.chunk_size, blocks, log)
-            with dtypes.x64(r.spec.solver.get("dtype") == "float64"):
-                claims.work(mine, chunks, plan(grid, r.chunk_size), done,
-                            lambda idx: _solve_pieces(r.spec, grid, idx, size, blocks, log),
-                            log, stopping)
+            done, _ = chunks.survey(total, log, shared=True, full=verify)
+            if not done.all():
+                blocks = _block_sizes(grid)
+                size = _fitting(r.spec, grid, r.chunk_size, blocks, log)
+                with dtypes.x64(r.spec.solver.get("dtype") == "float64"):
+                    claims.work(mine, chunks, plan(grid, r.chunk_size), done,
+                                lambda idx: _solve_pieces(r.spec, grid, idx, size, blocks,
+                                                          log), log, stopping)
         finally:
             chunks.close()
         if stopping() is not None:
             raise Interrupted(stopping(), r.out, int(done.sum()), total, f" --worker {name}")
     log("the grid is done")
-    return load(r.out)
+    return load(r.out, surveyed=True)
 
 
 def resume(out, *, quiet: bool = False, worker=None,
-           claim_timeout: float = claims.CLAIM_TIMEOUT) -> SweepGrid:
+           claim_timeout: float = claims.CLAIM_TIMEOUT, verify: bool = False) -> SweepGrid:
     """Continue the run in ``out`` where it stopped (a run of an earlier ncjax, or a start
     that stopped before its manifest, too); returns the loaded grid. ``worker=(i, n)``: as
-    worker i of n independent processes (``run``)."""
+    worker i of n independent processes (``run``). A chunk whose files are those it was
+    written with is taken as done unread (``store.Chunks.unchanged``); ``verify``: every
+    chunk read and checksummed."""
     r, grid = opened(Path(out), workers=worker is not None)
     if worker is not None:
-        return _work(r, grid, worker, claim_timeout, quiet)
+        return _work(r, grid, worker, claim_timeout, quiet, verify)
     return _execute(r.out, r.spec, grid, r.chunk_size, quiet, r.kind,
-                    (r.meta or {}).get("source", "unknown"))
+                    (r.meta or {}).get("source", "unknown"), verify)

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 
-from ncjax.cli import main, parse_counts
+from ncjax.cli import main
+from ncjax.commands import parse_counts
 from tests.conftest import convex_optimum
 
 ARGS = ["solve", "--counts", "2x500,3x100", "--lam-W", "0.01", "--lam-H", "0.0004",

@@ -20,7 +20,7 @@ import pytest
 # event loop (orbax's, not ncjax's; the command line shows none of it).
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-from ncjax import spec, store, sweep
+from ncjax import files, reading, spec, store, sweep
 from ncjax.cli import main
 from ncjax.validate import NCJaxWarning
 from tests.conftest import TWO_CLUSTER
@@ -122,46 +122,113 @@ def test_what_is_not_ours_under_chunks_is_reported_and_left(run, solved, capsys)
     assert (run / "chunks" / "17" / "data").read_text() == "mine too"
     assert (run / "index" / "readme").read_text() == "and this"
     assert "already done" in err and "solved" not in err  # nothing solved again
-    _same(g, store.load(solved[1]))
+    _same(g, reading.load(solved[1]))
 
 
 # -- integrity ------------------------------------------------------------------------
 
-def test_100_random_bit_flips_are_all_detected(run):
+@pytest.fixture
+def recorded(run):
+    """The copy of the solved run resumed once: a copy has new inodes, so its chunks were
+    verified in full and their files' records taken anew; now every chunk passes the quick
+    check."""
+    sweep.resume(run, quiet=True)
+    entries, _, _ = store.Chunks(run).entries()
+    assert len(entries) == 3 and all(store.Chunks(run).unchanged(s, e)
+                                     for s, e in entries.items())
+    return run
+
+
+def test_100_random_bit_flips_are_all_detected(recorded):
     """One bit flipped in a random file of a random chunk at a random offset, 100 times:
-    each time ``load`` refuses that chunk by name, with the resume command. Every file of
-    a chunk is checksummed (orbax's metadata too), so a flip in a byte orbax never reads
-    is detected as well."""
+    each time ``load`` and ``summary`` (``ncjax show``) refuse that chunk by name, with the
+    resume command. Every file of a chunk is checksummed (orbax's metadata too), so a flip
+    in a byte orbax never reads is detected as well."""
+    run = recorded
     rng = np.random.default_rng(19)
-    files = sorted(p for p in (run / "chunks").rglob("*") if p.is_file())
-    assert len(files) > 20
+    names = sorted(p for p in (run / "chunks").rglob("*") if p.is_file())
+    assert len(names) > 20
     for _ in range(100):
-        f = files[int(rng.integers(len(files)))]
+        f = names[int(rng.integers(len(names)))]
         original = f.read_bytes()
         _flip(f, rng)
         step = f.relative_to(run / "chunks").parts[0]
-        with pytest.raises(store.RunError, match=f"chunk {step} is damaged .*`ncjax resume "):
-            store.load(run)
+        for read in (reading.load, reading.summary):
+            with pytest.raises(store.RunError,
+                               match=f"chunk {step} is damaged .*`ncjax resume "):
+                read(run)
         f.write_bytes(original)
-    store.load(run)  # restored: no complaint
+    reading.load(run)  # restored: no complaint
+
+
+def test_a_no_op_resume_and_show_read_no_chunk(recorded, solved, monkeypatch, capsys):
+    """Chunks that pass the quick check are not read by a resume with nothing to do, by
+    ``summary`` or by ``load`` until a field is used; ``summary`` gives the numbers the
+    fields give; ``verify=True`` reads every chunk."""
+    run, reads = recorded, []
+    real = store.Chunks.restore_raw
+
+    def counting(self, step):
+        reads.append(step)
+        return real(self, step)
+
+    monkeypatch.setattr(store.Chunks, "restore_raw", counting)
+    sweep.resume(run, quiet=True)
+    s = reading.summary(run)
+    g = reading.load(run)
+    assert reads == [] and g.done.all()
+    from ncjax import tally
+    assert g.overview() == s and reads == []
+    fields = {k: g[k].ravel() for k in tally.FIELDS[1:]}  # the same numbers from the arrays
+    assert tally.overview(g.shape, g.axes, tally.of_cells(fields, g.status.ravel())) == s
+    assert reads == [0, 1, 2]
+    assert s["status"] == {"converged": 12} and s["collapse"]["solved"] == 12
+    _same(g, reading.load(solved[1]))
+    reads.clear()
+    sub = reading.load(run).sel(n_B=10, lam=0.01)  # 2 cells (the seeds): 1 chunk read
+    assert sub.shape == (2,) and (sub.status == "converged").all() and len(reads) == 1
+    reads.clear()
+    sweep.resume(run, quiet=True, verify=True)
+    assert sorted(reads) == [0, 1, 2]
+
+
+def test_a_fresh_sweeps_chunks_pass_the_quick_check(solved):
+    """The records a sweep takes as it commits each chunk hold after the sweep (the files'
+    times were taken once they were older than a tick, and nothing wrote them since)."""
+    c = store.Chunks(solved[1], read_only=True)
+    entries = c.entries()[0]
+    assert len(entries) == 3 and all(c.unchanged(s, e) for s, e in entries.items())
+
+
+def test_a_record_within_a_clock_tick_is_not_trusted(recorded):
+    """As git's racy index: a record of the files' times that is not older than its index
+    entry by more than ``RACY_NS`` proves nothing (a change in the same tick keeps the
+    times), so the chunk is verified in full."""
+    from ncjax import chunks as chunks_mod
+
+    c = store.Chunks(recorded)
+    e = c.entries()[0][1]
+    newest = max(max(v[1], v[2]) for v in e["stat"].values())
+    os.utime(recorded / "index" / "1.json", ns=(newest, newest + chunks_mod.RACY_NS // 2))
+    assert not c.unchanged(1, e)
+    os.utime(recorded / "index" / "1.json", ns=(newest, newest + 2 * chunks_mod.RACY_NS))
+    assert c.unchanged(1, e)
 
 
 def test_arrays_are_checked_beyond_their_files(run):
     """A change made before the files were hashed (the index entry rewritten to the changed
     files' digests) is still caught: by the checksum of the arrays, or orbax itself."""
-    from ncjax import chunks
-
     rng = np.random.default_rng(0)
     data = sorted((run / "chunks" / "1" / "default" / "d").iterdir())  # the arrays' bytes
     assert data
     for f in data:
         _flip(f, rng)
     entry = json.loads((run / "index" / "1.json").read_text())
-    entry["files"] = chunks.file_digests(run / "chunks" / "1")
+    entry["files"] = files.file_digests(run / "chunks" / "1")
     (run / "index" / "1.json").write_text(json.dumps(entry))
     with pytest.raises(store.RunError,
                        match=r"chunk 1 is damaged \((its arrays differ|orbax cannot restore)"):
-        store.load(run)
+        reading.load(run)
 
 
 def test_damaged_chunks_are_set_aside_and_solved_again(run, solved, capsys):
@@ -175,7 +242,7 @@ def test_damaged_chunks_are_set_aside_and_solved_again(run, solved, capsys):
         _flip(files[int(rng.integers(len(files)))], rng)
     (run / "index" / "1.json").write_text('{"step": 1, "cells": "garbled"}')
     with pytest.warns(NCJaxWarning, match="is damaged") as caught:
-        partial = store.load(run, skip_damaged=True)
+        partial = reading.load(run, skip_damaged=True)
     assert len(caught) == 3 and not partial.done.any()
     assert (partial.status == "missing").all()
     g = sweep.resume(run)
@@ -184,7 +251,7 @@ def test_damaged_chunks_are_set_aside_and_solved_again(run, solved, capsys):
         assert f"chunk {step} is damaged" in err
         assert f"set aside in {run / 'damaged' / str(step)}" in err
         assert (run / "damaged" / str(step)).is_dir()
-    _same(g, store.load(solved[1]))
+    _same(g, reading.load(solved[1]))
 
 
 # -- the previous layout ----------------------------------------------------------------
@@ -201,8 +268,8 @@ def _as_legacy(run: Path, spec_file: Path) -> None:
 def test_a_run_of_the_previous_layout_loads_and_resumes(run, solved, capsys):
     _as_legacy(run, solved[0])
     with pytest.warns(NCJaxWarning, match="written before checksums"):
-        g = store.load(run)
-    ref = store.load(solved[1])
+        g = reading.load(run)
+    ref = reading.load(solved[1])
     _same(g, ref)
     g = sweep.resume(run)
     err = capsys.readouterr().err
@@ -212,7 +279,7 @@ def test_a_run_of_the_previous_layout_loads_and_resumes(run, solved, capsys):
     assert sorted(p.name for p in (run / "index").iterdir()) == ["0.json", "1.json", "2.json"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _same(store.load(run), ref)  # now checksummed: no warning
+        _same(reading.load(run), ref)  # now checksummed: no warning
     _same(g, ref)
 
 
@@ -230,7 +297,7 @@ def test_a_start_that_stopped_before_its_manifest_is_continued(solved, tmp_path,
         store.check_new(d, other)
     g = sweep.resume(d, quiet=True)
     assert json.loads((d / "manifest.json").read_text())["chunk_size"] == 4
-    _same(g, store.load(solved[1]))
+    _same(g, reading.load(solved[1]))
 
 
 # -- bad inputs: one line, exit 2, nothing written --------------------------------------

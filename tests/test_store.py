@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from ncjax import chunks as chunks_mod
-from ncjax import spec, store
+from ncjax import files
+from ncjax import reading, spec, store
 from ncjax.stopping import STATUS_NAMES
 from tests.conftest import TWO_CLUSTER
 
@@ -115,11 +116,20 @@ def test_chunk_format_and_load(run_dir):
     assert sorted(entries) == [0, 1] and foreign == [] and bad == {}
     e0 = json.loads((out / "index" / "0.json").read_text())
     assert e0 == entries[0] and e0["cells"] == [0, 4] and e0["rows"] == 3
-    assert set(e0) == {"step", "cells", "rows", "arrays_sha256", "files"}
-    assert set(e0["files"]) == {str(p.relative_to(out / "chunks" / "0").as_posix())
-                                for p in (out / "chunks" / "0").rglob("*") if p.is_file()}
+    assert set(e0) == {"step", "cells", "rows", "arrays_sha256", "files", "stat", "tally"}
+    on_disk = {p.relative_to(out / "chunks" / "0").as_posix()
+               for p in (out / "chunks" / "0").rglob("*")}
+    assert set(e0["files"]) == {p for p in on_disk if (out / "chunks" / "0" / p).is_file()}
+    assert set(e0["stat"]) == on_disk | {"."}  # every file and directory, and the chunk's
+    st = os.stat(out / "chunks" / "0" / "_CHECKPOINT_METADATA")
+    assert e0["stat"]["_CHECKPOINT_METADATA"] == [st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                                                  st.st_ino]
+    # the tally of its 2 cells (padding row left out): objectives 0 and 1, statuses 0 and 1
+    t = e0["tally"]
+    assert t["cells"] == 2 and t["objective"] == [0.0, 1.0]
+    assert t["status"] == {STATUS_NAMES[0]: 1, STATUS_NAMES[1]: 1}
     raw0 = chunks.restore_raw(0)
-    assert e0["arrays_sha256"] == chunks_mod.checksum(raw0)
+    assert e0["arrays_sha256"] == files.checksum(raw0)
     c0 = chunks.verify(0, e0, 6)
     assert set(c0) == {"index", "objective", "gap", "grad_norm", "steps", "status", "Z", "b",
                        "class_means", "W", "metrics.nc1", "metrics.collapsed", "theory.spread"}
@@ -131,7 +141,7 @@ def test_chunk_format_and_load(run_dir):
     np.testing.assert_array_equal(raw["index"], [0, 4, -1])
     assert set(raw["metrics"]) == {"nc1", "collapsed"} and "H" not in raw
 
-    g = store.load(out)
+    g = reading.load(out)
     assert g.shape == (2, 3) and list(g.axes) == ["n_B", "seed"]
     np.testing.assert_array_equal(g.done.ravel(), [True, True, False, False, True, True])
     np.testing.assert_array_equal(g["objective"].ravel(), [0, 1, np.nan, np.nan, 1, 0])
@@ -146,13 +156,13 @@ def test_checksum_is_canonical():
     """The same arrays in another key order give the same checksum; another dtype, shape
     or byte gives another."""
     a = {"x": np.arange(4.0), "y": np.ones((2, 2), np.int32)}
-    c = chunks_mod.checksum(a)
-    assert chunks_mod.checksum({"y": a["y"], "x": a["x"]}) == c
-    assert chunks_mod.checksum({"x": np.arange(4.0).astype(np.float32), "y": a["y"]}) != c
-    assert chunks_mod.checksum({"x": np.arange(4.0).reshape(2, 2), "y": a["y"]}) != c
+    c = files.checksum(a)
+    assert files.checksum({"y": a["y"], "x": a["x"]}) == c
+    assert files.checksum({"x": np.arange(4.0).astype(np.float32), "y": a["y"]}) != c
+    assert files.checksum({"x": np.arange(4.0).reshape(2, 2), "y": a["y"]}) != c
     b = np.arange(4.0)
     b[3] = np.nextafter(3.0, 4.0)
-    assert chunks_mod.checksum({"x": b, "y": a["y"]}) != c
+    assert files.checksum({"x": b, "y": a["y"]}) != c
 
 
 def test_a_damaged_chunk_is_reported_and_set_aside(run_dir):

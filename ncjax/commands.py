@@ -1,0 +1,286 @@
+"""What each command of the command line does (``ncjax.cli`` parses the arguments and
+calls ``do_<command>(args)``): it calls the library (solve, sweep, reading, analysis,
+report, plot) and prints the strings it returns; bad input is an InputError (or a
+RunError), which ``ncjax.cli`` turns into one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import re
+import signal
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from ncjax import analysis, claims, diagram, groups, reading, report, solver, sweep
+from ncjax.validate import MAX_CLASSES, InputError, as_out_path
+
+__all__ = ["do_bench", "do_plot", "do_report", "do_resume", "do_show", "do_solve",
+           "do_sweep", "parse_counts", "result_json"]
+
+
+def _lazy(name: str):
+    """The module ``ncjax.<name>``, imported on first use: the modules that import
+    matplotlib (``plot``, ``bench``: a third of a second or more) are imported by the
+    commands that draw, so that ``show``, ``resume`` and ``solve`` start without them."""
+    return importlib.import_module(f"ncjax.{name}")
+
+
+def parse_counts(text: str) -> list[float]:
+    """'500,500,100' or '2x500,3x100' (k copies of a count) -> [500.0, 500.0, 100.0, …]."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        reps, _, value = item.rpartition("x")
+        try:
+            k = int(reps) if reps else 1
+            n = float(value)
+        except ValueError:
+            raise InputError(f"--counts: cannot read {item!r}; give numbers like "
+                             "500,500,100 or 2x500,3x100") from None
+        if k < 1:
+            raise InputError(f"--counts: a repeat must be >= 1, got {item!r}")
+        if len(out) + k > MAX_CLASSES:
+            raise InputError(f"--counts: at most {MAX_CLASSES} classes, got {item!r} after "
+                             f"{len(out)}")
+        out += [n] * k
+    return out
+
+
+def _jsonable(x):
+    """numpy → plain Python; NaN/inf → None so the output is strict JSON."""
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _jsonable(x.tolist())
+    if isinstance(x, np.generic):
+        return _jsonable(x.item())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def result_json(r) -> dict:
+    """The CLI's JSON object for one solved configuration."""
+    return _jsonable({
+        "objective": r.objective, "gap": r.gap, "status": str(r.status),
+        "converged": bool(r.converged), "finished": bool(r.finished),
+        "steps": int(r.steps), "grad_norm": r.grad_norm, "Z": r.Z, "b": r.b,
+        "metrics": r.metrics, "theory": r.theory,
+        "config": {"counts": r.counts, "lam_W": r.lam_W, "lam_H": r.lam_H, "lam_b": r.lam_b,
+                   "seed": r.seed, "convention": "half", "loss": r.loss, "bias": r.bias},
+    })
+
+
+def do_solve(args) -> int:
+    counts = parse_counts(args.counts)
+    try:
+        r = solver.solve(counts, args.lam_W, args.lam_H, args.lam_b, d=args.d, m=args.m,
+                         seed=args.seed, convention=args.convention, optimizer=args.optimizer,
+                         max_steps=args.max_steps, gtol=args.gtol, bias=not args.no_bias,
+                         dtype="float64" if args.x64 else "float32")
+    except jax.errors.JaxRuntimeError as e:
+        oom = re.search(r"[Oo]ut of memory[^.\n]*|RESOURCE_EXHAUSTED[^.\n]*", str(e))
+        if oom is None:
+            raise
+        raise InputError(f"this configuration does not fit in device memory (K = "
+                         f"{len(counts)}, d = {args.d or len(counts)}, m = {args.m}): "
+                         f"{oom.group(0)}") from None
+    print(json.dumps(result_json(r)) if args.json else report.solution(r))
+    return 0
+
+
+def _distributed(args) -> bool:
+    """Join JAX's multi-process runtime when asked (--coordinator, or --distributed for
+    the cluster's own detection: SLURM, Open MPI, …); True for the process that reports."""
+    if not (args.coordinator or args.distributed):
+        return True
+    if args.coordinator and (args.num_processes is None or args.process_id is None):
+        raise InputError("--coordinator needs --num-processes and --process-id")
+    jax.distributed.initialize(coordinator_address=args.coordinator,
+                               num_processes=args.num_processes, process_id=args.process_id)
+    return jax.process_index() == 0
+
+
+def _worker_mode(args):
+    """(i, n) for --worker i/n, else None; InputError for a bad --worker, --workers or
+    --claim-timeout, or workers asked together with jax.distributed."""
+    if args.worker is not None and args.workers is not None:
+        raise InputError("--worker and --workers: give one (--workers N starts N processes, "
+                         "each --worker i/N)")
+    if (args.worker is not None or args.workers is not None) and (args.coordinator
+                                                                   or args.distributed):
+        raise InputError("--worker/--workers and --coordinator/--distributed exclude each "
+                         "other: workers are independent processes, jax.distributed joins "
+                         "processes into one mesh")
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers: expected a number of processes >= 1, got {args.workers}")
+    claims.check_timeout(args.claim_timeout)
+    return None if args.worker is None else claims.parse_worker(args.worker)
+
+
+def _spawn(args, out) -> int:
+    """--workers N: N processes ``ncjax resume OUT --worker i/N`` (the run made first, here,
+    so that a refusal is one line), waited for; then the grid shown."""
+    n, extra = args.workers, ["--claim-timeout", repr(args.claim_timeout)]
+    if getattr(args, "verify", False):
+        extra.append("--verify")
+    rc = claims.launch(lambda i: claims.worker_argv("resume", out, None, i, n, extra), n)
+    if rc in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+        print(f"ncjax: workers stopped by {signal.Signals(rc - 128).name}; continue with "
+              f"`ncjax resume {out} --workers {n}`", file=sys.stderr)
+    elif rc == 0:
+        print(report.show(reading.summary(out), out))
+    return rc
+
+
+def do_sweep(args) -> int:
+    worker = _worker_mode(args)
+    if args.workers is not None:
+        sweep.join(args.spec, args.out, chunk_size=args.chunk_size)
+        return _spawn(args, args.out)
+    primary = _distributed(args)
+    g = sweep.run(args.spec, args.out, chunk_size=args.chunk_size, worker=worker,
+                  claim_timeout=args.claim_timeout)
+    if primary:
+        print(report.show(g.overview(), args.out))
+    return 0
+
+
+def do_resume(args) -> int:
+    worker = _worker_mode(args)
+    if args.workers is not None:
+        sweep.opened(args.dir, workers=True)
+        return _spawn(args, args.dir)
+    primary = _distributed(args)
+    g = sweep.resume(args.dir, worker=worker, claim_timeout=args.claim_timeout,
+                     verify=args.verify)
+    if primary:
+        print(report.show(g.overview(), args.dir))
+    return 0
+
+
+def do_show(args) -> int:
+    print(report.show(reading.summary(args.dir), args.dir))
+    return 0
+
+
+def _chosen_cells(args, g) -> list[int]:
+    """Flat indices from --cells I,J,… and every --cell (an index, or axis=value,… picking
+    the nearest grid cell), in the order given."""
+    out = []
+    for text in ([args.cells] if args.cells is not None else []):
+        for item in text.split(","):
+            try:
+                out.append(int(item))
+            except ValueError:
+                raise InputError(f"--cells: {item!r} is not a flat cell index") from None
+    for text in args.cell or []:
+        if "=" not in text:
+            try:
+                out.append(int(text))
+                continue
+            except ValueError:
+                raise InputError(f"--cell: give a flat index or axis=value,..., "
+                                 f"got {text!r}") from None
+        where = {}
+        for item in text.split(","):
+            k, _, v = item.partition("=")
+            try:
+                where[k.strip()] = float(v)
+            except ValueError:
+                raise InputError(f"--cell: cannot read {item!r} as axis=value") from None
+            if not math.isfinite(where[k.strip()]):
+                raise InputError(f"--cell: {item!r}: expected a finite value")
+        out.append(analysis.cell_index(g, where))
+    for i in out:
+        if not 0 <= i < g.status.size:
+            raise InputError(f"cell {i} is not in this grid of {g.status.size} cells")
+    return out
+
+
+def _note(text) -> None:
+    if text:
+        print(f"ncjax: {text}", file=sys.stderr)
+
+
+def do_plot(args) -> int:
+    """Draw a sweep: with --cell/--cells the heatmaps of Z of those cells (``plot.cells``),
+    or with --trace their objective and NC1 against steps (``plot.trace``); otherwise for
+    a "steps" profile with a lam or c axis the group thresholds (``plot.groups``), for a
+    run over two of lam, c, n_A, n_B, n, ratio the phase diagram with the per-cell
+    decision (``plot.phase``), and the one-axis curves for the rest (``plot.curves``).
+    Prints what the figure shows, then where it was written."""
+    plot = _lazy("plot")
+    if args.out is not None:  # refused before the run is read or a cell re-solved
+        as_out_path(args.out, name="--out", formats=_lazy("draw").FORMATS)
+    for flag, v, what in (("--trace", args.trace, "a number of steps"),
+                          ("--m", args.m, "features per class")):
+        if v is not None and not 1 <= v < 2**31:
+            raise InputError(f"{flag}: expected {what} >= 1 and < 2**31, got {v}")
+    g = sweep.load(args.dir)
+    run = Path(args.dir)
+
+    def out(default):
+        return Path(args.out) if args.out else run / default
+
+    cells = _chosen_cells(args, g)
+    if args.trace is not None:
+        if not cells:
+            raise InputError("--trace needs the cells to trace: --cell or --cells")
+        _note(report.trace_note(g.spec.solver))
+        traced = plot.retrace(g, cells, args.trace, m=args.m)
+        print(report.trace(traced))
+        path = out("trace.png")
+        plot.trace(traced, name=run.name, out=path)
+    elif cells:
+        path = out("cells.png")
+        plot.cells(g, cells, out=path)
+        print(report.cells(analysis.cells(g, cells)))
+    elif groups.applies(g):
+        t = groups.thresholds(g)
+        _note(report.slice_note(t["sliced"]))
+        print(report.groups(t))
+        path = out("groups.png")
+        plot.groups(g, name=run.name, out=path)
+    elif (ph := diagram.phase_map(g)) is not None:
+        _note(report.slice_note(ph["shown"], ph["seeds"]))
+        path = out("phase.png")
+        plot.phase(g, name=run.name, out=path)
+        print(report.phase(ph))
+    else:
+        cv = analysis.curves(g)
+        if cv is None:
+            raise InputError(f"{args.dir}: nothing to plot for axes {list(g.axes)}: plot draws "
+                             "(n_B, lam) phase diagrams, one-axis lam / c / sample-size curves "
+                             "and 'steps' group thresholds")
+        path = out("angles.png" if cv["kind"] == "angles" else "spread.png")
+        plot.curves(g, name=run.name, out=path)
+        print(report.curves(cv))
+    print(f"wrote {path}")
+    return 0
+
+
+def do_report(args) -> int:
+    """Write the markdown agreement report of a sweep (``ncjax.report``); print where."""
+    if args.out is not None:
+        as_out_path(args.out, name="--out")
+    g = sweep.load(args.dir)
+    out = report.write(g, Path(args.out) if args.out else Path(args.dir) / "report.md",
+                       title=str(args.dir))
+    print(f"wrote {out}")
+    print(report.headline(analysis.agreement(g)))
+    return 0
+
+
+
+def do_bench(args) -> int:
+    """``ncjax bench``: its options are ``ncjax.bench``'s own (``args.rest``)."""
+    return _lazy("bench").main(args.rest)

@@ -1,0 +1,125 @@
+"""The headline numbers of a set of solved cells, and how the numbers of several sets merge.
+
+``ncjax show`` prints them for a whole run; a run's index stores them per chunk (computed
+once, when the chunk is written), so that ``show`` merges a few numbers a chunk instead of
+reading every chunk, and a loaded grid gives the same numbers from its fields. One rule for
+both: ``of_cells`` on the cells' flat fields, ``merge`` over sets.
+
+A tally is a JSON-able dict:
+
+    cells       the number of cells
+    status      {status name: cells}
+    collapse    {"measured": cells with metrics.minority_collapsed = 1, "solved": cells
+                 where it is known, "predicted": of those, cells with
+                 theory.minority_collapse = 1, "differ": where the two differ}
+    objective   [min, max] of the finite objectives, or None
+    max_grad    the largest finite ‖∇F‖, or None (the convex route records none)
+    gap         [max abs, max relative to max(1, |F|)] of the certified gaps, or None
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+__all__ = ["FIELDS", "of_cells", "merge", "overview", "valid"]
+
+# the fields a tally reads (flat names, as chunks and loaded grids hold them)
+FIELDS = ("status", "objective", "gap", "grad_norm", "metrics.minority_collapsed",
+          "theory.minority_collapse")
+
+
+def _range(v) -> list | None:
+    v = np.asarray(v, float)
+    v = v[np.isfinite(v)]
+    return [float(v.min()), float(v.max())] if v.size else None
+
+
+def of_cells(fields: Mapping, status_names) -> dict:
+    """The tally of n cells: ``fields`` maps (some of) ``FIELDS`` but status to (n,)
+    arrays, ``status_names`` (n,) their status names."""
+    names, counts = np.unique(np.asarray(status_names, str), return_counts=True)
+    out = {"cells": int(np.asarray(status_names).size),
+           "status": {str(n): int(c) for n, c in zip(names, counts)}}
+    n = out["cells"]
+    m = np.asarray(fields.get("metrics.minority_collapsed", np.full(n, np.nan)), float)
+    t = np.asarray(fields.get("theory.minority_collapse", np.full(n, np.nan)), float)
+    ok = np.isfinite(m)
+    out["collapse"] = {"measured": int(np.sum(m[ok] == 1)), "solved": int(ok.sum()),
+                       "predicted": int(np.sum(t[ok] == 1)),
+                       "differ": int(np.sum(m[ok] != t[ok]))}
+    out["objective"] = _range(fields.get("objective", ()))
+    grad = _range(fields.get("grad_norm", ()))
+    out["max_grad"] = None if grad is None else grad[1]
+    if "gap" in fields and "objective" in fields:
+        g = np.asarray(fields["gap"], float)
+        rel = g / np.maximum(1.0, np.abs(np.asarray(fields["objective"], float)))
+        ga, gr = _range(g), _range(rel)
+        out["gap"] = None if ga is None else [ga[1], gr[1]]
+    else:
+        out["gap"] = None
+    return out
+
+
+def _max(a, b):
+    return b if a is None else a if b is None else max(a, b)
+
+
+def merge(tallies: Iterable[dict]) -> dict:
+    """One tally of the union of the sets (disjoint) that ``tallies`` describe."""
+    out = {"cells": 0, "status": {}, "collapse": {"measured": 0, "solved": 0, "predicted": 0,
+                                                  "differ": 0},
+           "objective": None, "max_grad": None, "gap": None}
+    for t in tallies:
+        out["cells"] += t["cells"]
+        for k, v in t["status"].items():
+            out["status"][k] = out["status"].get(k, 0) + v
+        for k in out["collapse"]:
+            out["collapse"][k] += t["collapse"][k]
+        if t["objective"] is not None:
+            lo, hi = t["objective"]
+            o = out["objective"]
+            out["objective"] = [lo, hi] if o is None else [min(o[0], lo), max(o[1], hi)]
+        out["max_grad"] = _max(out["max_grad"], t["max_grad"])
+        if t["gap"] is not None:
+            g = out["gap"]
+            out["gap"] = list(t["gap"]) if g is None else [max(g[0], t["gap"][0]),
+                                                           max(g[1], t["gap"][1])]
+    out["status"] = dict(sorted(out["status"].items()))
+    return out
+
+
+def overview(shape, axes, t: dict) -> dict:
+    """What ``ncjax show`` prints of a grid of ``shape`` over ``axes`` (name → values)
+    whose solved cells have the tally ``t``: shape, size, axes (name → (size, min, max)),
+    status (name → cells, "missing" for those not solved); once a cell is solved also
+    collapse, objective (min, max), max_grad and, where gaps were certified, gap."""
+    size = int(np.prod(shape))
+    status = dict(t["status"])
+    if size > t["cells"]:
+        status["missing"] = size - t["cells"]
+    out = {"shape": tuple(shape), "size": size,
+           "axes": {k: (np.size(v), np.min(v), np.max(v)) for k, v in axes.items()},
+           "status": dict(sorted(status.items()))}
+    if t["cells"]:
+        out.update(collapse=t["collapse"], objective=tuple(t["objective"] or (np.nan,) * 2),
+                   max_grad=t["max_grad"])
+        if t["gap"] is not None:
+            out["gap"] = tuple(t["gap"])
+    return out
+
+
+def valid(t) -> bool:
+    """Whether ``t`` has a tally's shape (an index entry read from disk)."""
+    try:
+        return (type(t["cells"]) is int and all(type(v) is int for v in t["status"].values())
+                and all(type(t["collapse"][k]) is int for k in
+                        ("measured", "solved", "predicted", "differ"))
+                and all(t[k] is None or (len(t[k]) == 2 and all(
+                    isinstance(x, float) and not math.isnan(x) for x in t[k]))
+                        for k in ("objective", "gap"))
+                and (t["max_grad"] is None or isinstance(t["max_grad"], float)))
+    except (KeyError, TypeError, AttributeError):
+        return False
