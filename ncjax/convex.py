@@ -67,7 +67,8 @@ def _smooth(Yp, b, problem: Problem, sqrt_pi):
     u_k = y'_k/sqrt(π_k) + b; both (K, K)."""
     K = Yp.shape[0]
     U = Yp / sqrt_pi[None, :] + model.bias_of(b, problem)[:, None]
-    G = jax.vmap(problem.loss.grad, in_axes=(1, 0), out_axes=-1)(U, jnp.arange(K))
+    G = jax.vmap(problem.loss.grad, in_axes=(1, 0, None), out_axes=-1)(
+        U, jnp.arange(K), problem.loss_args)
     return G * sqrt_pi[None, :], U
 
 
@@ -87,7 +88,7 @@ def step(s: State, problem: Problem, sqrt_pi, mu) -> State:
     """
     K = s.Y.shape[0]
     pi = sqrt_pi**2
-    L_max = problem.loss.curvature
+    L_max = problem.loss.curvature(problem.loss_args)
     L = s.L
     t_next = 0.5 * (1 + jnp.sqrt(1 + 4 * (L / s.L_acc) * s.t**2))
     beta = (s.t - 1) / t_next
@@ -96,8 +97,8 @@ def step(s: State, problem: Problem, sqrt_pi, mu) -> State:
     gY, U = _smooth(Yy, b, problem, sqrt_pi)
     Y = _svt(Yy - gY / L, mu / L)
     dY = Y - Yy
-    breg = jax.vmap(problem.loss.bregman, in_axes=(1, 1, 0))(U, dY / sqrt_pi[None, :],
-                                                             jnp.arange(K))
+    breg = jax.vmap(problem.loss.bregman, in_axes=(1, 1, 0, None))(
+        U, dY / sqrt_pi[None, :], jnp.arange(K), problem.loss_args)
     ok = (jnp.sum(pi * breg) <= 0.5 * L * jnp.sum(dY**2)) | (L >= L_max)
     restart = jnp.vdot(Yy - Y, Y - s.Y) > 0
     return s._replace(
@@ -130,7 +131,7 @@ def init(problem: Problem) -> State:
     K = problem.counts.shape[0]
     zero = jnp.zeros((K, K), dt)
     scalar = lambda x: jnp.asarray(x, dt)
-    L_max = problem.loss.curvature
+    L_max = problem.loss.curvature(problem.loss_args)
     return State(zero, zero, jnp.zeros((K,), dt), scalar(1.0), scalar(L_max * DECREASE),
                  scalar(L_max), scalar(jnp.inf), scalar(jnp.inf), jnp.asarray(0),
                  jnp.asarray(stopping.RUNNING))

@@ -32,9 +32,9 @@ from ncjax.problem import Problem
 NEWTON_STEPS = 6
 
 
-def _columns(f, U, K):
-    """f(u_k, k) for every column u_k of U (K, K), stacked as columns."""
-    return jax.vmap(f, in_axes=(1, 0), out_axes=-1)(U, jnp.arange(K))
+def _columns(f, U, K, th):
+    """f(u_k, k, th) for every column u_k of U (K, K), stacked as columns."""
+    return jax.vmap(f, in_axes=(1, 0, None), out_axes=-1)(U, jnp.arange(K), th)
 
 
 def dual_G(V: jax.Array, problem: Problem) -> jax.Array:
@@ -58,7 +58,7 @@ def dual_objective(V: jax.Array, problem: Problem) -> jax.Array:
     """
     K = V.shape[0]
     pi = problem.counts / jnp.sum(problem.counts)
-    value = jnp.sum(pi * _columns(problem.loss.dual_value, V, K))
+    value = jnp.sum(pi * _columns(problem.loss.dual_value, V, K, problem.loss_args))
     if not problem.bias:
         return value
     lam_b = problem.lam_b
@@ -76,29 +76,42 @@ def refine_bias(Z: jax.Array, b: jax.Array, problem: Problem,
     ∇²g = Σ_k π_k ∇²ℓ(z_k + b, k) + λ_b I. For a shift-invariant loss adding c·1 to b
     changes only (λ_b/2)‖b‖², so the minimiser has mean(b) = 0 (any mean if λ_b = 0): b is
     kept centred and the Newton system is solved with 11ᵀ/K added (exact on 1^⊥,
-    invertible). Step d/(1 + sqrt(gᵀd)) (the self-concordant damping; full steps near the
-    minimiser). Z (K, K) column k = z_k.
+    invertible). A loss invariant along another direction e (``Loss.null_direction``, the
+    VS loss's 1/Δ) is treated the same way with ê êᵀ, ê = e/‖e‖: ∇g ⊥ e once ⟨b, e⟩ = 0,
+    and e is an eigenvector of ∇²g (eigenvalue λ_b), so the step stays in e^⊥ and is
+    Newton's there. Step d/(1 + sqrt(gᵀd)) (the self-concordant damping; full steps near
+    the minimiser). Z (K, K) column k = z_k.
     """
     if not problem.bias:
         return jnp.zeros_like(b)
     K = Z.shape[0]
     loss = problem.loss
+    th = problem.loss_args
     pi = problem.counts / jnp.sum(problem.counts)
     eye = jnp.eye(K, dtype=Z.dtype)
     centre = loss.shift_invariant
+    if centre or loss.null_direction is None:
+        e = None
+        fix = 1.0 / K if centre else 0.0
+        project = (lambda b: b - jnp.mean(b)) if centre else (lambda b: b)
+    else:
+        e = loss.null_direction(th).astype(Z.dtype)
+        e = e / jnp.linalg.norm(e)
+        fix = jnp.outer(e, e)
+        project = lambda b: b - jnp.vdot(e, b) * e
 
     def newton(_, b):
         U = Z + b[:, None]
-        grad = _columns(loss.grad, U, K) @ pi + problem.lam_b * b
-        H = jnp.einsum("k,kij->ij", pi, jax.vmap(loss.hess, in_axes=(1, 0))(U, jnp.arange(K)))
-        hess = H + problem.lam_b * eye + (1.0 / K if centre else 0.0)
+        grad = _columns(loss.grad, U, K, th) @ pi + problem.lam_b * b
+        H = jnp.einsum("k,kij->ij", pi,
+                       jax.vmap(loss.hess, in_axes=(1, 0, None))(U, jnp.arange(K), th))
+        hess = H + problem.lam_b * eye + fix
         d = jnp.linalg.solve(hess, grad)
         d = jnp.where(jnp.all(jnp.isfinite(d)), d, 0.0)
         b = b - d / (1 + jnp.sqrt(jnp.maximum(jnp.vdot(grad, d), 0.0)))
-        return b - jnp.mean(b) if centre else b
+        return project(b)
 
-    start = b - jnp.mean(b) if centre else b
-    return jax.lax.fori_loop(0, steps, newton, start)
+    return jax.lax.fori_loop(0, steps, newton, project(b))
 
 
 def pull_to_zero(V: jax.Array, problem: Problem) -> jax.Array:
@@ -114,10 +127,11 @@ def pull_to_zero(V: jax.Array, problem: Problem) -> jax.Array:
 def from_bias(Z: jax.Array, c: jax.Array, problem: Problem) -> jax.Array:
     """The feasible V that ``dual_point`` builds for the bias c (its steps (a)-(c))."""
     K = Z.shape[0]
-    V = _columns(problem.loss.grad, Z + model.bias_of(c, problem)[:, None], K)
+    th = problem.loss_args
+    V = _columns(problem.loss.grad, Z + model.bias_of(c, problem)[:, None], K, th)
     if problem.bias:
         pi = problem.counts / jnp.sum(problem.counts)
-        V = jnp.where(problem.lam_b > 0, V, problem.loss.balance(V, pi))
+        V = jnp.where(problem.lam_b > 0, V, problem.loss.balance(V, pi, th))
     return pull_to_zero(V, problem)
 
 

@@ -81,7 +81,7 @@ def zero_point_objective(problem: Problem, steps: int = 10):
     n_k = problem.counts
     K = n_k.shape[0]
     Z0 = jnp.zeros((K, K), n_k.dtype)
-    b0 = problem.loss.bias_start(n_k / jnp.sum(n_k)).astype(n_k.dtype)
+    b0 = problem.loss.bias_start(n_k / jnp.sum(n_k), problem.loss_args).astype(n_k.dtype)
     b0 = dual.refine_bias(Z0, b0, problem, steps)
     return model.convex_loss(Z0, b0, problem) + model.bias_penalty(b0, problem)
 

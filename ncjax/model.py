@@ -58,7 +58,7 @@ def data_loss(logits: jax.Array, problem: Problem) -> jax.Array:
     (K, m, K) of the m free features of each class; a scalar."""
     K, m, _ = logits.shape
     n_k = problem.counts
-    per = problem.loss.value(logits, jnp.arange(K)[:, None])  # (K, m)
+    per = problem.loss.value(logits, jnp.arange(K)[:, None], problem.loss_args)  # (K, m)
     return jnp.sum((n_k / m) * jnp.sum(per, axis=1)) / jnp.sum(n_k)
 
 
@@ -85,7 +85,8 @@ def nuclear_norm(A: jax.Array) -> jax.Array:
 def convex_loss(Z: jax.Array, b: jax.Array, problem: Problem) -> jax.Array:
     """Σ_k π_k ℓ(z_k + b, k) (b ignored without a bias): Z (K, K) column k = z_k."""
     K = Z.shape[0]
-    per = problem.loss.value(Z.T + bias_of(b, problem), jnp.arange(K))  # row k of Zᵀ is z_k
+    per = problem.loss.value(Z.T + bias_of(b, problem), jnp.arange(K),
+                             problem.loss_args)  # row k of Zᵀ is z_k
     return jnp.sum(problem.counts * per) / jnp.sum(problem.counts)
 
 

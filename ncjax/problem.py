@@ -4,12 +4,15 @@
                  + (λ_W/2)‖W‖²_F + (λ_H/2)‖H‖²_F + (λ_b/2)‖b‖²       (half convention)
 
 ``Problem`` is a pytree whose leaves are the arrays counts (..., K), lam_W, lam_H, lam_b
-(...) — one configuration, or a batch with a leading axis B that ``jax.vmap`` maps over —
-and whose static part is the loss (a ``ncjax.losses.Loss``) and ``bias``: True for the
-model with a bias b (free when λ_b = 0, penalised when λ_b > 0), False for the model W h
-without one (the setting of the SELI theorem, Thrampoulidis et al. 2022). Every stage
-takes it: the objectives, the factored and the convex solvers, the certificate, the
-metrics and the theory.
+(...) and theta, the loss's parameters (a dict name → (...) or, per class, (..., K);
+empty for CE and MSE) — one configuration, or a batch with a leading axis B that
+``jax.vmap`` maps over — and whose static part is the loss without its parameter values
+(``ncjax.losses.Loss.stripped``: a new τ or α is a new leaf value, not a new program) and
+``bias``: True for the model with a bias b (free when λ_b = 0, penalised when λ_b > 0),
+False for the model W h without one (the setting of the SELI theorem, Thrampoulidis et
+al. 2022). theta None (a Problem built by hand) reads the loss's own values as constants.
+Every stage takes it: the objectives, the factored and the convex solvers, the
+certificate, the metrics and the theory; the loss's functions take ``loss_args``.
 
 Derived quantities, one copy each: N = Σ n_k, π = n/N, λ = sqrt(λ_W λ_H) (the weight of the
 nuclear norm in the convex form; only λ enters it), and the balance factor
@@ -65,6 +68,7 @@ class Problem(NamedTuple):
     lam_b: jax.Array
     loss: Loss = losses.ce()
     bias: bool = True
+    theta: dict | None = None
 
     @property
     def K(self) -> int:
@@ -88,23 +92,44 @@ class Problem(NamedTuple):
         """a = (λ_H/λ_W)^{1/4}: W = a V and h̄ = v/a for a balanced pair (V, v)."""
         return self.lam_H**0.25 / self.lam_W**0.25  # the ratio alone may underflow
 
+    @property
+    def loss_args(self) -> dict:
+        """th, what the loss's functions take: ``loss.prepare(theta, counts)`` of one
+        configuration (call it inside ``vmap`` for a batch)."""
+        theta = self.loss.constants() if self.theta is None else self.theta
+        return self.loss.prepare(theta, self.counts)
+
     def astype(self, dtype) -> "Problem":
         """The same problem with its arrays cast to ``dtype``."""
         cast = lambda a: jnp.asarray(a, dtype)
+        theta = None if self.theta is None else {k: cast(v) for k, v in self.theta.items()}
         return self._replace(counts=cast(self.counts), lam_W=cast(self.lam_W),
-                             lam_H=cast(self.lam_H), lam_b=cast(self.lam_b))
+                             lam_H=cast(self.lam_H), lam_b=cast(self.lam_b), theta=theta)
 
 
 jax.tree_util.register_pytree_node(
     Problem,
-    lambda p: ((p.counts, p.lam_W, p.lam_H, p.lam_b), (p.loss, p.bias)),
-    lambda aux, leaves: Problem(*leaves, *aux))
+    lambda p: ((p.counts, p.lam_W, p.lam_H, p.lam_b, p.theta), (p.loss, p.bias)),
+    lambda aux, leaves: Problem(*leaves[:4], *aux, leaves[4]))
+
+
+def with_loss(counts, loss) -> tuple[Loss, dict]:
+    """(the static loss, theta) for counts (K,) | (B, K): the loss's parameters broadcast
+    to the batch of the counts (``losses.theta``)."""
+    loss = losses.get(loss)
+    n = np.asarray(counts)
+    B = n.shape[0] if n.ndim == 2 else None
+    th = losses.theta(loss, 1 if B is None else B, n.shape[-1])
+    th = {k: (v[0] if B is None else v) for k, v in th.items()}
+    return loss.stripped(), th
 
 
 def from_lam(counts, lam, lam_b=0.0, *, loss=None, bias: bool = True) -> Problem:
     """The problem whose convex form has weight λ: λ_W = λ_H = λ (the convex form, its
-    dual and the certificate depend on λ_W, λ_H only through λ)."""
-    return Problem(counts, lam, lam, lam_b, losses.get(loss), bias)
+    dual and the certificate depend on λ_W, λ_H only through λ). The loss's parameters
+    are broadcast to the batch of the counts."""
+    loss, th = with_loss(counts, loss)
+    return Problem(counts, lam, lam, lam_b, loss, bias, th)
 
 
 def make(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias=True,
@@ -115,7 +140,9 @@ def make(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias=True,
     convention); λ_W, λ_H > 0, with λ = sqrt(λ_W λ_H), the balance factor and λ_W λ_H
     representable in float64 (else no dtype can solve the problem: refused). ``per_config``:
     further scalars | (B,) arrays (already checked) broadcast with them, returned in
-    ``extra``. ``batched`` is False when every input was unbatched. Raises InputError.
+    ``extra``. The loss's parameters (a loss given per configuration, e.g.
+    ``vs(0.5, [0.0, 1.0])``) join the batch too, into ``theta``. ``batched`` is False when
+    every input was unbatched. Raises InputError.
     """
     if not isinstance(bias, (bool, np.bool_)):
         raise InputError(f"bias must be True or False, got {bias!r}")
@@ -139,7 +166,11 @@ def make(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias=True,
                 "objective's terms cannot be represented in any dtype; rescale the problem")
     if not np.all(np.isfinite(np.sum(n, axis=-1))):
         raise InputError("the total count N overflows float64")
-    _, batched, n, per = broadcast_batch(n, lam_W=lw, lam_H=lh, lam_b=lb, **per_config)
+    sized = {f"loss parameter {k}": np.zeros(B) for k, B in losses.batch_sizes(loss).items()}
+    B, batched, n, per = broadcast_batch(n, lam_W=lw, lam_H=lh, lam_b=lb, **sized,
+                                         **per_config)
+    theta = losses.theta(loss, B, n.shape[-1])
     prob = Problem(np.asarray(n), np.asarray(per.pop("lam_W")), np.asarray(per.pop("lam_H")),
-                   np.asarray(per.pop("lam_b")), loss, bool(bias))
-    return prob, batched, {k: np.asarray(v) for k, v in per.items()}
+                   np.asarray(per.pop("lam_b")), loss.stripped(), bool(bias),
+                   {k: np.asarray(v) for k, v in theta.items()})
+    return prob, batched, {k: np.asarray(v) for k, v in per.items() if k not in sized}

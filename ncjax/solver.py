@@ -53,7 +53,9 @@ class Result(NamedTuple):
     W (K, d), H (K, m, d), b (K,) (0 without a bias), class_means (K, d), Z (K, K) with
     column k = W h̄_k; metrics, theory: dicts (``ncjax.metrics.compute``,
     ``ncjax.theory.predict``); counts (K,), lam_W, lam_H, lam_b, seed: the configuration;
-    loss: the loss's name; bias: whether the model has a bias.
+    loss: the loss's name; bias: whether the model has a bias; loss_params: the loss's
+    parameters per configuration, name → (B,) or, per class, (B, K) (empty for CE and MSE;
+    ``ncjax.losses``).
     """
 
     objective: np.ndarray
@@ -77,6 +79,7 @@ class Result(NamedTuple):
     seed: np.ndarray
     loss: str
     bias: bool
+    loss_params: dict
 
 
 def prepare(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias=True, d=None, m=1, seed=0,
@@ -226,8 +229,8 @@ def certify(W, H, b, problem: Problem):
 
 def unrepresentable(problem: Problem, dtype: str) -> np.ndarray:
     """Per configuration (B,), whether ``dtype`` cannot hold the problem's numbers: its
-    counts, N, λ_W, λ_H, λ_b > 0, λ and the balance factor a (and 1/a) within dtype's
-    normal range."""
+    counts, N, λ_W, λ_H, λ_b > 0, λ, the balance factor a (and 1/a) and the loss's nonzero
+    parameters within dtype's normal range."""
     fi = np.finfo(dtype)
     lw, lh = np.asarray(problem.lam_W, float), np.asarray(problem.lam_H, float)
     n = np.asarray(problem.counts, float)
@@ -235,6 +238,10 @@ def unrepresentable(problem: Problem, dtype: str) -> np.ndarray:
             lh**0.25 / lw**0.25, lw**0.25 / lh**0.25]
     lb = np.asarray(problem.lam_b, float)
     vals.append(np.where(lb > 0, lb, 1.0))
+    for a in (problem.theta or {}).values():
+        a = np.abs(np.asarray(a, float)).reshape(lw.shape[0], -1)
+        nz = np.where(a > 0, a, 1.0)
+        vals += [nz.min(-1), nz.max(-1)]
     return ~np.all([(v >= fi.tiny) & (v <= fi.max) for v in vals], axis=0)
 
 
@@ -322,8 +329,10 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias: bool = True,
       counts: class counts n_k, (K,) or (B, K); any positive reals.
       lam_W, lam_H, lam_b: regularisation, scalars or (B,), in ``convention``
         ("half": (λ/2)‖·‖², ncjax's; "paper": λ‖·‖², the authors'). λ_W, λ_H > 0.
-      loss: a ``ncjax.losses.Loss`` or its name (``losses.LOSSES``); default
-        cross-entropy.
+      loss: a ``ncjax.losses.Loss`` (e.g. ``losses.vs(0.5, 1.0)``; its parameters may be
+        given per configuration, (B,) or per class (B, K): they are array leaves, a new
+        value does not recompile) or the name of one without parameters
+        (``losses.LOSSES``); default cross-entropy.
       bias: True (default) for the model W h + b (λ_b = 0: a free bias); False for W h
         without a bias (λ_b is then unused).
       d: feature dimension (default K). m: free features per class, each of weight n_k/m.
@@ -370,7 +379,8 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias: bool = True,
         finished=out["finished"], W=out["W"], H=out["H"], b=out["b"],
         class_means=out["class_means"], Z=out["Z"], metrics=out["metrics"],
         theory=out["theory"], counts=prob.counts, lam_W=prob.lam_W, lam_H=prob.lam_H,
-        lam_b=prob.lam_b, seed=per["seed"], loss=prob.loss.name, bias=prob.bias)
+        lam_b=prob.lam_b, seed=per["seed"], loss=prob.loss.name, bias=prob.bias,
+        loss_params=dict(prob.theta))
     if batched:
         return res
     return res._replace(**{k: jax.tree.map(lambda a: a[0], getattr(res, k))

@@ -11,6 +11,13 @@ that statement: collapse at λ ≥ λ* carries over by continuity, its converse 
 conjecture, measured. ``zero_threshold`` is exact in every mode: Z = 0 is optimal iff
 λ ≥ ‖G(V₀)‖_op, V₀ the dual point of (0, b₀), b₀ = argmin_b P(0, b) (the optimality
 condition of the convex form at Z = 0, DESIGN.md §1).
+
+Other losses. ``zero_threshold`` is exact for every convex loss with its parameters (the
+same optimality condition, with the loss's gradient). The thresholds sqrt(n_g)/N are
+derived for cross-entropy only, and so for a loss that is CE up to what the bias absorbs
+(``Loss.ce_like``: the logit-adjusted loss, and the VS loss with γ = 0, under a free bias,
+whose b + τ log π is a free bias again); for every other loss and setting nothing is
+derived here, and ``predict`` leaves them NaN (docs/losses.md).
 """
 
 from __future__ import annotations
@@ -70,10 +77,11 @@ def zero_threshold(problem: Problem):
     largest count is shared this is sqrt(n_max)/N. One problem → scalar."""
     K = problem.counts.shape[0]
     Z0 = jnp.zeros((K, K), problem.counts.dtype)
-    b0 = problem.loss.bias_start(problem.counts / jnp.sum(problem.counts)).astype(Z0.dtype)
+    th = problem.loss_args
+    b0 = problem.loss.bias_start(problem.counts / jnp.sum(problem.counts), th).astype(Z0.dtype)
     b0 = dual.refine_bias(Z0, b0, problem, 10)
-    V0 = jax.vmap(problem.loss.grad, in_axes=(None, 0), out_axes=-1)(
-        b0, jnp.arange(K))
+    V0 = jax.vmap(problem.loss.grad, in_axes=(None, 0, None), out_axes=-1)(
+        b0, jnp.arange(K), th)
     return jnp.linalg.svd(dual.dual_G(V0, problem), compute_uv=False)[0]
 
 
@@ -88,16 +96,23 @@ def predict(problem: Problem):
     zero_threshold: the exact Z = 0 threshold (``zero_threshold``);
     total_collapse: with a bias, the largest count is shared and λ ≥ sqrt(n_max)/N (the
       proved statement); without one, λ ≥ zero_threshold;
-    etf_cosine: −1/(K−1).
+    etf_cosine: −1/(K−1);
+    derived: whether the thresholds above are derived for the problem's loss (CE, or a
+      loss that is CE up to what the bias absorbs: module docstring). Where not, lam_star,
+      c_star and group_threshold are NaN, minority_collapse and group_collapse False (no
+      prediction), and total_collapse is λ ≥ zero_threshold (exact for every loss).
     """
     n_k = problem.counts
     lam = problem.lam
     K = n_k.shape[-1]
-    thr = group_threshold(n_k)
-    ls = lam_star(n_k)
+    derived = jnp.asarray(problem.loss.ce_like(
+        problem.loss_args, problem.bias & (problem.lam_b == 0)))
+    thr = jnp.where(derived, group_threshold(n_k), jnp.nan)
+    ls = jnp.where(derived, lam_star(n_k), jnp.nan)
     is_max = n_k == jnp.max(n_k)
     zthr = zero_threshold(problem)
     total = jnp.any(is_max & (lam >= thr)) if problem.bias else lam >= zthr
+    total = jnp.where(derived, total, lam >= zthr)
     return {
         "lam": lam,
         "c": c_from_lam(lam, n_k),
@@ -109,4 +124,5 @@ def predict(problem: Problem):
         "zero_threshold": zthr,
         "total_collapse": total,
         "etf_cosine": jnp.asarray(etf_cosine(K), dtype=jnp.result_type(lam)),
+        "derived": derived,
     }

@@ -117,7 +117,7 @@ def _refused(text, *words):
     ('profile = "two_cluster"', 'profile = "zipf"', ["[problem].profile"]),
     ("n_A = 500\n", "", ["two of n_A, n_B, ratio"]),
     ("K_A = 5\n", "K_A = 5\nK = 10\n", ["[problem].K", "two_cluster"]),
-    ("K_A = 5\n", 'K_A = 5\nloss = "mse"\n', ["[problem].loss", "'ce'"]),
+    ("K_A = 5\n", 'K_A = 5\nloss = "focal"\n', ["[problem].loss", "'ce'"]),
     ("seed = [0, 1]", "seed = [0, 1.5]", ["[axes].seed", "integer"]),
     ("seed = [0, 1]", "seed = [0, 1]\n[solver]\ndtype = 'float16'", ["[solver].dtype"]),
     ("seed = [0, 1]", "seed = [0, 1]\n[run]\nchunk_size = 0", ["[run].chunk_size"]),
