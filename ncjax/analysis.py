@@ -198,13 +198,15 @@ def cells(g, idx) -> list[dict]:
 
 def agreement(g) -> dict:
     """Measured minority collapse (metrics.minority_collapsed) vs the theory's
-    (theory.minority_collapse = λ ≥ λ*), over the solved cells and over those with
-    |λ/λ* − 1| > FAR."""
+    (theory.minority_collapse = λ ≥ λ*), over the solved cells whose loss the threshold is
+    derived for (theory.derived) and over those with |λ/λ* − 1| > FAR."""
     if not g.done.any():
         return {"solved": 0, "agree": 0, "fraction": np.nan, "far": 0, "far_agree": 0,
                 "far_fraction": np.nan}
     m, t = g["metrics.minority_collapsed"], g["theory.minority_collapse"]
     solved = g.done & np.isfinite(m)
+    if "theory.derived" in g.fields:  # the theory's threshold holds for the cell's loss
+        solved &= g["theory.derived"] == 1
     same = (m == t) & solved
     with np.errstate(divide="ignore", invalid="ignore"):
         far = solved & (np.abs(g["theory.lam"] / g["theory.lam_star"] - 1) > FAR)

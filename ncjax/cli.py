@@ -14,7 +14,7 @@ import sys
 import threading
 import warnings
 
-from ncjax import claims, commands, optimizers, problem, stopping, sweep
+from ncjax import claims, commands, losses, optimizers, problem, stopping, sweep
 from ncjax.validate import InputError, NCJaxWarning
 from ncjax.xla import configure_cpu
 
@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                    default=stopping.DEFAULT_MAX_STEPS)
     s.add_argument("--gtol", type=float, default=None,
                    help="gradient tolerance relative to the start (default by dtype)")
+    s.add_argument("--loss", default="ce", choices=sorted(losses.LOSSES),
+                   help="the per-sample loss (default ce, cross-entropy)")
+    s.add_argument("--loss-param", dest="loss_param", action="append", default=[],
+                   metavar="KEY=VALUE", help="a parameter of --loss, e.g. tau=1 or "
+                   "weights=1,1,5 (one value per class); repeat for each")
     s.add_argument("--no-bias", dest="no_bias", action="store_true",
                    help="the model W h without a bias (the SELI setting); --lam-b unused")
     s.add_argument("--x64", action="store_true", help="solve in float64")

@@ -17,11 +17,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ncjax import analysis, claims, diagram, groups, reading, report, solver, sweep
+from ncjax import analysis, claims, diagram, groups, losses, reading, report, solver, sweep
 from ncjax.validate import MAX_CLASSES, InputError, as_out_path
 
 __all__ = ["do_bench", "do_plot", "do_report", "do_resume", "do_show", "do_solve",
-           "do_sweep", "parse_counts", "result_json"]
+           "do_sweep", "parse_counts", "parse_loss", "result_json"]
 
 
 def _lazy(name: str):
@@ -75,16 +75,38 @@ def result_json(r) -> dict:
         "steps": int(r.steps), "grad_norm": r.grad_norm, "Z": r.Z, "b": r.b,
         "metrics": r.metrics, "theory": r.theory,
         "config": {"counts": r.counts, "lam_W": r.lam_W, "lam_H": r.lam_H, "lam_b": r.lam_b,
-                   "seed": r.seed, "convention": "half", "loss": r.loss, "bias": r.bias},
+                   "seed": r.seed, "convention": "half", "loss": r.loss,
+                   "loss_params": r.loss_params, "bias": r.bias},
     })
+
+
+def parse_loss(name: str, items: list[str]):
+    """The loss ``name`` with the parameters of ``--loss-param KEY=VALUE`` items (VALUE a
+    number, or numbers separated by commas for a per-class parameter)."""
+    params = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            nums = [float(v) for v in value.split(",")]
+        except ValueError:
+            nums = None
+        if not sep or not key or nums is None:
+            raise InputError(f"--loss-param: expected KEY=VALUE with VALUE a number or "
+                             f"numbers separated by commas, got {item!r}")
+        if key in params:
+            raise InputError(f"--loss-param: {key} given twice")
+        params[key] = nums[0] if len(nums) == 1 else nums
+    return losses.get(name, **params)
 
 
 def do_solve(args) -> int:
     counts = parse_counts(args.counts)
+    loss = parse_loss(args.loss, args.loss_param)
     try:
         r = solver.solve(counts, args.lam_W, args.lam_H, args.lam_b, d=args.d, m=args.m,
                          seed=args.seed, convention=args.convention, optimizer=args.optimizer,
                          max_steps=args.max_steps, gtol=args.gtol, bias=not args.no_bias,
+                         loss=loss,
                          dtype="float64" if args.x64 else "float32")
     except jax.errors.JaxRuntimeError as e:
         oom = re.search(r"[Oo]ut of memory[^.\n]*|RESOURCE_EXHAUSTED[^.\n]*", str(e))

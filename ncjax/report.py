@@ -71,8 +71,11 @@ def show(s: dict, where) -> str:
     lines.append("  status " + ", ".join(f"{n} {c}" for n, c in s["status"].items()))
     if "collapse" in s:
         c = s["collapse"]
+        cover = ("" if c["derived"] == c["solved"] else
+                 f" (the theory's threshold covers {c['derived']} of them: its loss)")
         lines.append(f"  minority collapse measured in {c['measured']} of {c['solved']} solved "
-                     f"cells, predicted in {c['predicted']}; they differ in {c['differ']}")
+                     f"cells, predicted in {c['predicted']}; they differ in {c['differ']}"
+                     + cover)
         lo, hi = s["objective"]
         lines.append(f"  objective {lo:.6g} .. {hi:.6g}"
                      + (f"; max |grad| {s['max_grad']:.2e}" if s["max_grad"] is not None else ""))

@@ -11,8 +11,10 @@ A spec has four tables (every key optional unless said)::
                 (default 0). convention = "half" | "paper" applies to lam_W, lam_H, lam_b;
                 lam and c are always the convex form's λ (the authors' l).
                 d (default K), m (default 1), loss (a name of ``losses.LOSSES``,
-                default "ce"), bias = true | false (default true: the model W h + b;
-                false: W h without a bias)
+                default "ce") and its parameters (alpha, weights = [ω_1, …], gamma,
+                tau; alpha, gamma and tau may be axes; weight_B, two_cluster's weights
+                1 and weight_B per class, an axis too), bias = true | false (default
+                true: the model W h + b; false: W h without a bias)
     [axes]      NAME = [v, …] | {lin = [lo, hi, num]} | {log = [lo, hi, num]}, NAME in AXES;
                 an axis overrides the [problem] key of the same name; the grid is the
                 Cartesian product in file order (the last axis varies fastest)
@@ -45,8 +47,14 @@ from ncjax.grid import PROFILE_KEYS, Grid, SpecError, expand, spec_error
 from ncjax.problem import CONVENTIONS
 from ncjax.validate import SEED_RANGE, InputError, NCJaxWarning
 
+# the loss's parameters: [problem] keys, and the scalar ones axes too (one value a class
+# does not make an axis)
+# weight_B (profile two_cluster, loss weighted_ce): each minority class weighted weight_B,
+# each majority class 1 (the remedy's strength ω_B/ω_A as one number, so an axis)
+LOSS_KEYS = {p for name in losses.LOSSES for p in losses.parameters(name)} | {"weight_B"}
+LOSS_AXES = ("alpha", "gamma", "tau", "weight_B")
 AXES = ("ratio", "n_A", "n_B", "n", "K_A", "K_B", "K", "lam", "lam_W", "lam_H", "lam_b", "c",
-        "seed")
+        "seed") + LOSS_AXES
 INT_KEYS = {"K_A", "K_B", "K", "seed", "d", "m", "max_steps", "memory_size", "chunk_size",
             "pool"}
 # The largest grid a spec may describe: planning a sweep holds a few bytes per cell (its
@@ -58,6 +66,7 @@ INT_DEFAULT = (-(2**31), 2**31, "an integer of magnitude below 2**31")
 REG_KEYS = {"lam_W", "lam_H", "lam", "c", "lam_b"}
 TABLES = {
     "problem": {"profile", "d", "m", "loss", "bias", "convention", "groups", "counts"} | REG_KEYS
+               | LOSS_KEYS
                | set().union(*PROFILE_KEYS.values()),
     "axes": set(AXES),
     "solver": {"method", "optimizer", "gtol", "ftol", "max_steps", "dtype", "learning_rate",
@@ -174,6 +183,30 @@ def _check_problem(path, problem, axes):
         raise _err(path, "lam_H", "no lam_H when lam or c sets λ (λ_H = λ²/λ_W)")
     if problem.get("loss", "ce") not in losses.LOSSES:
         raise _err(path, "[problem].loss", f"one of {sorted(losses.LOSSES)}", problem["loss"])
+    name = problem.get("loss", "ce")
+    if "weight_B" in have and (name != "weighted_ce" or prof != "two_cluster"
+                               or "weights" in have):
+        where = "[axes]" if "weight_B" in axes else "[problem]"
+        raise _err(path, f"{where}.weight_B", "weight_B only with loss 'weighted_ce' and "
+                   "profile 'two_cluster', instead of weights")
+    for key in sorted(LOSS_KEYS & have - {"weight_B"}):
+        if key not in losses.parameters(name):
+            where = "[axes]" if key in axes else "[problem]"
+            raise _err(path, f"{where}.{key}", f"a parameter of loss {name!r} (its "
+                       f"parameters: {list(losses.parameters(name)) or 'none'})")
+    if "weight_B" in have:  # its classes are known per cell: its values checked here
+        w = np.asarray(axes.get("weight_B", problem.get("weight_B")), float)
+        if not np.all(np.isfinite(w) & (w > 0)):
+            where = "[axes]" if "weight_B" in axes else "[problem]"
+            raise _err(path, f"{where}.weight_B", "weights > 0", w.tolist())
+    try:
+        if "weight_B" not in have:
+            loss_at(problem, axes, axes)
+    except InputError as e:
+        word = str(e).split(" ", 1)[0]
+        where = "[axes]" if word in axes else "[problem]"
+        key = f"{where}.{word}" if word in LOSS_KEYS else "[problem].loss"
+        raise SpecError(f"{path}: {key}: {e}") from None
     if problem.get("convention", "half") not in CONVENTIONS:
         raise _err(path, "[problem].convention", f"one of {CONVENTIONS}",
                    problem["convention"])
@@ -194,9 +227,9 @@ def _check_types(path, table, name, v):
                 or not all(isinstance(g, list) and len(g) == 2 for g in v)):
             raise _err(path, key, "a list of [K_g, n_g] pairs", v)
         return [(_number(path, key, g[0], integer=True), _number(path, key, g[1])) for g in v]
-    if name == "counts":
+    if name in ("counts", "weights"):
         if not isinstance(v, list) or not v:
-            raise _err(path, key, "a non-empty list of counts", v)
+            raise _err(path, key, f"a non-empty list of {name}", v)
         return [_number(path, key, x) for x in v]
     x = _number(path, key, v, integer=name in INT_KEYS)
     if name in INT_KEYS:
@@ -236,6 +269,23 @@ def loads(text: str, path: str = "<spec>") -> Spec:
     return spec
 
 
+def loss_at(problem: dict, axes, params: dict):
+    """The loss of a spec's [problem] table ``problem`` at the cells whose settings are
+    ``params`` (name → (B,), ``Grid.params_at``): a parameter on an axis (one of ``axes``)
+    takes each cell's value, the others the table's. InputError for a bad parameter."""
+    name = problem.get("loss", "ce")
+    at = lambda k: params[k] if k in axes else problem[k]
+    if "weight_B" in problem or "weight_B" in axes:  # two clusters: K_A classes, then K_B
+        wB, KA, KB = (np.asarray(at(k), float).reshape(-1) for k in ("weight_B", "K_A", "K_B"))
+        B = max(wB.size, KA.size, KB.size)
+        wB, KA = np.broadcast_to(wB, B), np.broadcast_to(KA, B)
+        K = int(KA[0] + np.broadcast_to(KB, B)[0])
+        j = np.arange(K)[None, :]
+        return losses.weighted_ce(np.where(j < KA[:, None], 1.0, wB[:, None]))
+    return losses.get(name, **{k: at(k) for k in losses.parameters(name)
+                               if k in problem or k in axes})
+
+
 def _check_solve(spec: Spec, grid: Grid) -> None:
     """Refuse what ``solver.prepare`` would refuse at solve time (the solver's settings,
     convex with d < K − 1, …): one configuration of each K block, as a sweep passes it."""
@@ -248,7 +298,7 @@ def _check_solve(spec: Spec, grid: Grid) -> None:
                 solver.prepare(grid.counts([i]), p["lam_W"], p["lam_H"], p["lam_b"],
                                d=int(p["d"][0]), m=spec.problem.get("m", 1),
                                seed=p["seed"], key_index=np.array([i]),
-                               loss=spec.problem.get("loss", "ce"),
+                               loss=loss_at(spec.problem, spec.axes, p),
                                bias=spec.problem.get("bias", True), **spec.solver)
         except InputError as e:
             word = str(e).split(" ", 1)[0]

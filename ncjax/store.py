@@ -5,7 +5,9 @@ A run directory holds
     manifest.json    what the directory holds, written (atomically) before any chunk:
                      {"format": 1, "spec_sha256": sha256 of spec.toml, "grid_shape": the
                      grid's shape, "cells": their number, "chunk_size": the chunk size
-                     asked for, "source": the path the spec was read from, "versions":
+                     asked for, "source": the path the spec was read from, "loss": {"name",
+                     "params": its parameters' values, "axes": the axes that carry the
+                     others}, "versions":
                      {"ncjax", "jax", "orbax"} that started the run}
     spec.toml        the spec as given (resume refuses it if it was changed since)
     chunks/, index/, damaged/
@@ -40,6 +42,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ncjax import losses
 from ncjax import spec as _spec
 from ncjax.chunks import Chunks
 from ncjax.files import TMP_PREFIX, write_atomic
@@ -122,8 +125,17 @@ def write_manifest(out, sp: _spec.Spec, chunk_size: int, source, shape,
     write_atomic(Path(out) / MANIFEST, json.dumps({
         "format": FORMAT, "spec_sha256": _sha(sp.text), "grid_shape": shape,
         "cells": int(np.prod(shape)), "chunk_size": int(chunk_size), "source": str(source),
+        "loss": _loss_record(sp),
         "versions": {"ncjax": ncjax.__version__, "jax": jax.__version__, "orbax": orbax}},
         indent=1), exclusive)
+
+
+def _loss_record(sp: _spec.Spec) -> dict:
+    """The run's loss: its name, its parameters' values and the axes that carry others."""
+    name = sp.problem.get("loss", "ce")
+    names = losses.parameters(name)
+    return {"name": name, "params": {k: sp.problem[k] for k in names if k in sp.problem},
+            "axes": [k for k in names if k in sp.axes]}
 
 
 def create_run(out, sp: _spec.Spec, chunk_size: int, source, shape) -> None:

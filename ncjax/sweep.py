@@ -293,7 +293,7 @@ def _solve(spec, grid, idx: np.ndarray, size: int, blocks: dict):
     r = solver.solve_sharded(
         grid.counts(rows), p["lam_W"], p["lam_H"], p["lam_b"],
         d=int(p["d"][0]), m=int(spec.problem.get("m", 1)), seed=p["seed"],
-        key_index=rows, loss=spec.problem.get("loss", "ce"),
+        key_index=rows, loss=_spec.loss_at(spec.problem, spec.axes, p),
         bias=spec.problem.get("bias", True), devices=devices, **opts)
     jax.block_until_ready(r)
     return r, np.concatenate([idx, np.full(width - idx.size, -1)])

@@ -7,11 +7,14 @@ both: ``of_cells`` on the cells' flat fields, ``merge`` over sets.
 
 A tally is a JSON-able dict:
 
+    version     ``VERSION``, the rule it was made by
     cells       the number of cells
     status      {status name: cells}
     collapse    {"measured": cells with metrics.minority_collapsed = 1, "solved": cells
-                 where it is known, "predicted": of those, cells with
-                 theory.minority_collapse = 1, "differ": where the two differ}
+                 where it is known, "derived": of those, cells whose loss has the
+                 theory's threshold (theory.derived; CE, or CE up to what the bias
+                 absorbs), "predicted": of those, cells with theory.minority_collapse = 1,
+                 "differ": where the measurement and the prediction differ}
     objective   [min, max] of the finite objectives, or None
     max_grad    the largest finite ‖∇F‖, or None (the convex route records none)
     gap         [max abs, max relative to max(1, |F|)] of the certified gaps, or None
@@ -26,9 +29,11 @@ import numpy as np
 
 __all__ = ["FIELDS", "of_cells", "merge", "overview", "valid"]
 
+# a tally of another version (an index entry of an earlier ncjax) is taken anew
+VERSION = 2
 # the fields a tally reads (flat names, as chunks and loaded grids hold them)
 FIELDS = ("status", "objective", "gap", "grad_norm", "metrics.minority_collapsed",
-          "theory.minority_collapse")
+          "theory.minority_collapse", "theory.derived")
 
 
 def _range(v) -> list | None:
@@ -41,15 +46,16 @@ def of_cells(fields: Mapping, status_names) -> dict:
     """The tally of n cells: ``fields`` maps (some of) ``FIELDS`` but status to (n,)
     arrays, ``status_names`` (n,) their status names."""
     names, counts = np.unique(np.asarray(status_names, str), return_counts=True)
-    out = {"cells": int(np.asarray(status_names).size),
+    out = {"version": VERSION, "cells": int(np.asarray(status_names).size),
            "status": {str(n): int(c) for n, c in zip(names, counts)}}
     n = out["cells"]
     m = np.asarray(fields.get("metrics.minority_collapsed", np.full(n, np.nan)), float)
     t = np.asarray(fields.get("theory.minority_collapse", np.full(n, np.nan)), float)
     ok = np.isfinite(m)
+    have = ok & (np.asarray(fields.get("theory.derived", np.ones(n)), float) == 1)
     out["collapse"] = {"measured": int(np.sum(m[ok] == 1)), "solved": int(ok.sum()),
-                       "predicted": int(np.sum(t[ok] == 1)),
-                       "differ": int(np.sum(m[ok] != t[ok]))}
+                       "derived": int(have.sum()), "predicted": int(np.sum(t[have] == 1)),
+                       "differ": int(np.sum(m[have] != t[have]))}
     out["objective"] = _range(fields.get("objective", ()))
     grad = _range(fields.get("grad_norm", ()))
     out["max_grad"] = None if grad is None else grad[1]
@@ -69,8 +75,8 @@ def _max(a, b):
 
 def merge(tallies: Iterable[dict]) -> dict:
     """One tally of the union of the sets (disjoint) that ``tallies`` describe."""
-    out = {"cells": 0, "status": {}, "collapse": {"measured": 0, "solved": 0, "predicted": 0,
-                                                  "differ": 0},
+    out = {"version": VERSION, "cells": 0, "status": {}, "collapse": {"measured": 0, "solved": 0, "derived": 0,
+                                                  "predicted": 0, "differ": 0},
            "objective": None, "max_grad": None, "gap": None}
     for t in tallies:
         out["cells"] += t["cells"]
@@ -114,9 +120,10 @@ def overview(shape, axes, t: dict) -> dict:
 def valid(t) -> bool:
     """Whether ``t`` has a tally's shape (an index entry read from disk)."""
     try:
-        return (type(t["cells"]) is int and all(type(v) is int for v in t["status"].values())
+        return (t["version"] == VERSION and type(t["cells"]) is int
+                and all(type(v) is int for v in t["status"].values())
                 and all(type(t["collapse"][k]) is int for k in
-                        ("measured", "solved", "predicted", "differ"))
+                        ("measured", "solved", "derived", "predicted", "differ"))
                 and all(t[k] is None or (len(t[k]) == 2 and all(
                     isinstance(x, float) and not math.isnan(x) for x in t[k]))
                         for k in ("objective", "gap"))
