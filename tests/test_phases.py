@@ -1,0 +1,101 @@
+"""``ncjax.thresholds``: where each phase begins along λ, against the closed forms (the
+collapse of a group sharing n_g at sqrt(n_g)/N, Z = 0 at sqrt(n_max)/N when the largest
+count is shared, Hong & Ling) and, for the vanishing minority, against cvxpy's optimum
+just below it, extrapolated."""
+
+import numpy as np
+import pytest
+
+import ncjax
+from ncjax import phases, reference
+
+TWO_CLUSTERS = [(2, 2), (5, 5), (8, 3), (3, 8)]
+RATIOS = (2.5, 10.0, 100.0)
+
+
+@pytest.mark.parametrize("K_A, K_B", TWO_CLUSTERS)
+def test_two_cluster_thresholds_are_the_closed_forms(K_A, K_B):
+    """Ratios 2.5, 10, 100 and λ_b = 0, 0.02 in one batch: the minority collapses at
+    sqrt(n_B)/N, the majority with Z = 0 at sqrt(n_A)/N, to 1e-6 relative, every deciding
+    solve certified; the vanishing minority lies between them."""
+    n_A = 1000.0
+    cfg = [(r, lb) for r in RATIOS for lb in (0.0, 0.02)]
+    counts = np.array([[n_A] * K_A + [n_A / r] * K_B for r, _ in cfg])
+    lam_b = np.array([lb for _, lb in cfg])
+    t = ncjax.thresholds(counts, lam_b)
+    assert t.groups == (tuple(range(K_A)), tuple(range(K_A, K_A + K_B)))
+    N = counts.sum(1)
+    want = np.stack([np.sqrt(n_A) / N, np.sqrt(counts[:, -1]) / N], 1)
+    if K_B == 1:
+        want[:, 1] = np.nan
+    np.testing.assert_allclose(t.collapse, want, rtol=1e-6)
+    np.testing.assert_allclose(t.zero, np.sqrt(n_A) / N, rtol=1e-6)
+    lo, hi = t.collapse_bracket[..., 0], t.collapse_bracket[..., 1]
+    assert np.all(hi / lo - 1 <= 1e-6) and np.all((lo <= want) & (want <= hi * (1 + 1e-9)))
+    gaps = np.concatenate([t.collapse_gap.ravel(), t.vanish_gap.ravel(), t.zero_gap.ravel()])
+    assert np.all(gaps <= 1e-11)
+    assert np.all((t.collapse[:, 1] < t.vanish[:, 1]) & (t.vanish[:, 1] < t.zero))
+    np.testing.assert_allclose(t.vanish[:, 0], t.zero, rtol=1e-6)  # the majority: at Z = 0
+
+
+GROUPS = {  # the committed group studies (sweeps/groups*.toml): [K_g, n_g] and λ_b
+    "groups": ([[3, 1000], [3, 300], [4, 50]], 0.0),
+    "groups_bias": ([[3, 1000], [3, 300], [4, 50]], 0.01),
+    "groups_close": ([[4, 500], [3, 110], [3, 100]], 0.0),
+    "groups_five": ([[2, 1000], [2, 500], [2, 200], [2, 100], [2, 50]], 0.0),
+    "groups_single_max": ([[1, 1000], [3, 300], [4, 50]], 0.0),
+    "groups_singleton": ([[3, 1000], [1, 300], [4, 50]], 0.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GROUPS))
+def test_the_group_rule_on_the_committed_profiles(name):
+    """Each group of ≥ 2 classes collapses at sqrt(n_g)/N to 1e-6; a group of one class has
+    no collapse (NaN)."""
+    steps, lam_b = GROUPS[name]
+    counts = np.concatenate([[n] * k for k, n in steps]).astype(float)
+    t = ncjax.thresholds(counts, lam_b)
+    N = counts.sum()
+    want = np.array([np.sqrt(n) / N if k >= 2 else np.nan for k, n in steps])
+    np.testing.assert_allclose(t.collapse, want, rtol=1e-6)
+    assert [len(g) for g in t.groups] == [k for k, _ in steps]
+
+
+def _cvxpy_vanish(counts, lam_b, near):
+    """Where the minority's mean logits reach 0 in cvxpy's optimum (Clarabel, 1e-10): an
+    interior-point solution is never exactly low-rank (‖z_B‖ ~ 1e-6 where it is 0), so
+    ‖z_B‖/‖Z‖ is read at three λ below ``near`` (0.05-0.2% below, where it is ~1e-3, far
+    above that floor), and the parabola through them is extrapolated to its zero."""
+    K_B = int(np.sum(counts == counts.min()))
+    lam = near * (1 - np.array([2e-3, 1e-3, 5e-4]))
+    y = []
+    for x in lam:
+        _, Z, _ = reference.solve_convex(counts, x, lam_b)
+        y.append(np.linalg.norm(Z[:, -K_B:]) / np.linalg.norm(Z))
+    roots = np.roots(np.polyfit(lam / near - 1, y, 2))
+    roots = roots[np.isreal(roots)].real
+    return near * (1 + roots[np.argmin(np.abs(roots))])
+
+
+@pytest.mark.parametrize("K_A, K_B, ratio, lam_b", [
+    (3, 3, 10.0, 0.0), (2, 2, 4.0, 0.0), (5, 5, 10.0, 0.02), (3, 5, 20.0, 0.0),
+    (4, 2, 2.5, 0.0), (2, 3, 50.0, 0.02)])
+def test_the_vanishing_minority_against_cvxpy(K_A, K_B, ratio, lam_b):
+    """Six profiles: the vanishing threshold agrees with cvxpy's optimum to 1e-5."""
+    counts = np.array([100.0] * K_A + [100.0 / ratio] * K_B)
+    t = ncjax.thresholds(counts, lam_b)
+    v = t.vanish[1]
+    assert t.collapse[1] < v < t.zero
+    ref = _cvxpy_vanish(counts, lam_b, v)
+    assert v == pytest.approx(ref, rel=1e-5)
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ncjax.InputError, match="share their groups"):
+        ncjax.thresholds([[10.0, 10.0, 2.0], [10.0, 3.0, 2.0]])
+    with pytest.raises(ncjax.InputError, match="rtol"):
+        ncjax.thresholds([10.0, 10.0, 2.0], rtol=1e-15)
+
+
+def test_groups_of():
+    assert phases.groups_of(np.array([5.0, 1.0, 5.0, 3.0])) == ((0, 2), (3,), (1,))
