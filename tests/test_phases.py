@@ -90,6 +90,41 @@ def test_the_vanishing_minority_against_cvxpy(K_A, K_B, ratio, lam_b):
     assert v == pytest.approx(ref, rel=1e-5)
 
 
+def _cvxpy_collapse(counts, lam_b, near, loss, params):
+    """Where the minority's mean logits coincide in cvxpy's optimum of ``loss``: their
+    spread relative to ‖Z‖ read 0.05-0.2% below ``near`` and extrapolated to its zero (as
+    ``_cvxpy_vanish``)."""
+    K_B = int(np.sum(counts == counts.min()))
+    lam = near * (1 - np.array([2e-3, 1e-3, 5e-4]))
+    y = []
+    for x in lam:
+        _, Z, _ = reference.solve_convex(counts, x, lam_b, loss=loss, params=params)
+        zB = Z[:, -K_B:]
+        y.append(np.linalg.norm(zB - zB.mean(1, keepdims=True)) / np.linalg.norm(Z))
+    roots = np.roots(np.polyfit(lam / near - 1, y, 2))
+    roots = roots[np.isreal(roots)].real
+    return near * (1 + roots[np.argmin(np.abs(roots))])
+
+
+LOSS_CASES = [("ce", {}), ("label_smoothing", {"alpha": 0.2}),
+              ("weighted_ce", {"weights": [1.0, 1.0, 1.5, 1.5]}),
+              ("logit_adjusted", {"tau": 1.0}), ("vs", {"gamma": 0.3, "tau": 0.5}),
+              ("mse", {})]
+
+
+@pytest.mark.parametrize("name, params", LOSS_CASES)
+def test_each_loss_thresholds_against_cvxpy(name, params):
+    """2×100 + 2×20 with λ_b = 0.01: the minority's collapse threshold of every loss, from
+    the same call, agrees with cvxpy's optimum of that loss to 5e-5 (the extrapolation of
+    an interior-point solution: for CE it is 1.7e-5 from sqrt(n_B)/N, which ncjax meets
+    to 1e-6 in ``test_two_cluster_thresholds_are_the_closed_forms``)."""
+    counts = np.array([100.0, 100.0, 20.0, 20.0])
+    t = ncjax.thresholds(counts, 0.01, loss=ncjax.losses.get(name, **params))
+    c = t.collapse[1]
+    assert np.isfinite(c) and c < t.zero * (1 + 1e-6)
+    assert c == pytest.approx(_cvxpy_collapse(counts, 0.01, c, name, params), rel=5e-5)
+
+
 def test_bad_input_is_refused():
     with pytest.raises(ncjax.InputError, match="share their groups"):
         ncjax.thresholds([[10.0, 10.0, 2.0], [10.0, 3.0, 2.0]])
