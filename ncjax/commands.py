@@ -17,7 +17,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ncjax import analysis, claims, diagram, groups, losses, reading, report, solver, sweep
+from ncjax import (analysis, claims, diagram, groups, losses, reading, remedies, report,
+                   solver, sweep)
 from ncjax.validate import MAX_CLASSES, InputError, as_out_path
 
 __all__ = ["do_bench", "do_plot", "do_report", "do_resume", "do_show", "do_solve",
@@ -238,11 +239,19 @@ def do_plot(args) -> int:
     or with --trace their objective and NC1 against steps (``plot.trace``); otherwise for
     a "steps" profile with a lam or c axis the group thresholds (``plot.groups``), for a
     run over two of lam, c, n_A, n_B, n, ratio the phase diagram with the per-cell
-    decision (``plot.phase``), and the one-axis curves for the rest (``plot.curves``).
-    Prints what the figure shows, then where it was written."""
+    decision (``plot.phase``), and the one-axis curves for the rest (``plot.curves``); a
+    remedies run or a folder of them (``ncjax.remedies``) the remedies figure
+    (``plot.remedies``). Prints what the figure shows, then where it was written."""
     plot = _lazy("plot")
     if args.out is not None:  # refused before the run is read or a cell re-solved
         as_out_path(args.out, name="--out", formats=_lazy("draw").FORMATS)
+    runs = _remedies_runs(args)
+    if runs is not None:  # a remedies run, or a folder of them (``ncjax.remedies``)
+        path = Path(args.out) if args.out else Path(args.dir) / "remedies.png"
+        plot.remedies(runs, name=Path(args.dir).name, out=path)
+        print(report.remedies_headline(remedies.studies(runs)))
+        print(f"wrote {path}")
+        return 0
     for flag, v, what in (("--trace", args.trace, "a number of steps"),
                           ("--m", args.m, "features per class")):
         if v is not None and not 1 <= v < 2**31:
@@ -290,10 +299,33 @@ def do_plot(args) -> int:
     return 0
 
 
+def _remedies_runs(args):
+    """(name, grid) runs of a remedies study at args.dir (a folder of runs, or one remedies
+    run without --cell/--cells/--trace), else None."""
+    if remedies.is_collection(args.dir):
+        return remedies.collection(args.dir)
+    picked = getattr(args, "cells", None) or getattr(args, "cell", None) or getattr(
+        args, "trace", None) is not None
+    if not picked:
+        g = sweep.load(args.dir)
+        if remedies.applies(g):
+            return [(Path(args.dir).name, g)]
+    return None
+
+
 def do_report(args) -> int:
-    """Write the markdown agreement report of a sweep (``ncjax.report``); print where."""
+    """Write the markdown agreement report of a sweep (``ncjax.report``), or of a remedies
+    study (``report.remedies``); print where."""
     if args.out is not None:
         as_out_path(args.out, name="--out")
+    runs = _remedies_runs(args)
+    if runs is not None:
+        sts = remedies.studies(runs)
+        out = report.remedies_write(sts, Path(args.out) if args.out else
+                                    Path(args.dir) / "report.md", title=str(args.dir))
+        print(f"wrote {out}")
+        print(report.remedies_headline(sts))
+        return 0
     g = sweep.load(args.dir)
     out = report.write(g, Path(args.out) if args.out else Path(args.dir) / "report.md",
                        title=str(args.dir))

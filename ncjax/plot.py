@@ -10,6 +10,9 @@ backend chosen: a notebook shows it inline), saved to ``out`` when given (``draw
                           its conjectured threshold sqrt(n_g)/N (``groups``)
   ``curves(g)``           a one-axis run: the minority spread along it, or the cosines of Z
                           along a sample size under λ = c/N (``analysis.curves``)
+  ``remedies(runs)``      remedies runs (``ncjax.remedies``): per loss the measured minority
+                          collapse and vanishing thresholds against the remedy's strength,
+                          its theory μ_B beside them, and the A-B cosine at a fixed λ
   ``cells(g, idx)``       Z (K, K) of chosen cells as heatmaps
   ``trace(retrace(g, idx, steps))``  F − F_final, NC1 and the minority spread against the
                           optimiser step of chosen cells, re-solved from their random starts
@@ -24,7 +27,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ncjax import analysis, diagram, draw, spec
+from ncjax import analysis, diagram, draw, draw_remedies, spec
+from ncjax import remedies as _remedies
 from ncjax import groups as _groups
 from ncjax import trace as _trace
 from ncjax.draw import AXIS_LABELS, AXIS_SYMBOLS, CURVE_LABELS
@@ -134,6 +138,42 @@ def curves(g, *, name: str = "", out=None):
         line_labels=[analysis.line_label(ln["where"]) for ln in b["lines"]], tol=COLLAPSE_TOL,
         xlabel=CURVE_LABELS.get(axis, axis), log_x=axis in ("lam", "c"),
         title=f"{_head(name)}minority spread along {axis}", out=out)
+
+
+STRENGTH_LABELS = {"weight_B": r"$\omega_B/\omega_A$", "alpha": r"$\alpha$",
+                   "tau": r"$\tau$", "gamma": r"$\gamma$"}
+LOSS_TITLES = {"weighted_ce": "weighted CE", "label_smoothing": "label smoothing",
+               "logit_adjusted": "logit adjusted", "vs": "VS"}
+
+
+def remedies_panel(st: dict) -> dict:
+    """The arrays of one column of the remedies figure from a ``remedies.study``."""
+    R, S = st["ratios"].size, st["strengths"].size
+    grid = lambda key: np.array([row[key] for row in st["rows"]], float).reshape(R, S)
+    pair = lambda key, k: np.array([row[key][k] for row in st["rows"]], float).reshape(R, S)
+    root, tolx = grid("root"), grid("measured")
+    loss = LOSS_TITLES.get(st["loss"], st["loss"])
+    bias = (rf", $\lambda_b$ = {st['lam_b']:g}" if st["lam_b"] else ", free bias")
+    return {"title": loss + bias, "xlabel": STRENGTH_LABELS.get(st["axis"], st["axis"]),
+            "log_x": st["axis"] == "weight_B", "x": st["strengths"], "ratios": st["ratios"],
+            "predicted": grid("predicted"), "measured": np.where(np.isfinite(root), root, tolx),
+            "lo": pair("bracket", 0), "hi": pair("bracket", 1),
+            "v_lo": pair("vanish_bracket", 0), "v_hi": pair("vanish_bracket", 1),
+            "zero": grid("zero_threshold"), "cos": st["cos_at"], "lam_cos": st["lam_cos"]}
+
+
+def remedies(runs, *, name: str = "", out=None):
+    """The remedies figure of (name, grid) runs (``remedies.studies``;
+    ``draw_remedies.remedies``): measured collapse (the spread's zero, else its crossing
+    of the tolerance), the vanishing bracket and the exact Z = 0 threshold against the
+    remedy's strength beside the theory's μ_B, and cos_Z_AB at λ_cos, one column a run."""
+    sts = _remedies.studies(runs)
+    K = 2 * int(runs[0][1].spec.problem["K_A"])
+    cells = sum(st["agreement"]["certified"] for st in sts)
+    return draw_remedies.remedies(
+        [remedies_panel(st) for st in sts], out=out,
+        title=f"{_head(name)}minority collapse and vanishing against remedy strength, "
+              f"{K // 2} + {K // 2} classes; {cells} certified cells")
 
 
 def cell_title(c: dict) -> str:

@@ -2,7 +2,8 @@
 the markdown report of a loaded sweep (``render``, ``write``: ``ncjax report``) and the
 lines the command line prints (``solution`` of one solve; ``show``; beside a figure
 ``phase``, ``groups``, ``curves``, ``cells``, ``trace``; the notices ``slice_note``,
-``trace_note``; ``headline``). Each function returns a string (``write``: the path).
+``trace_note``; ``headline``; the remedies study ``remedies``, markdown, and
+``remedies_write``). Each function returns a string (``write``: the path).
 """
 
 from __future__ import annotations
@@ -335,6 +336,65 @@ def render(g, title: str = "sweep") -> str:
             L.append(f"\n({len(c['rows']) - MAX_ROWS} more lines not listed.)")
     L += ["", "**Headline:** " + headline(a), ""]
     return "\n".join(L)
+
+
+def remedies(sts: list, title: str = "remedies") -> str:
+    """The markdown report of a remedies study (``remedies.studies``): per run the per-cell
+    agreement of metrics.minority_collapsed with theory.loss_minority_collapse (λ ≥ μ_B),
+    and per line (ratio, strength) μ_B against the measured thresholds."""
+    L = [f"# ncjax report: {title}", "",
+         "Per run, per line along lam: the theory's minority threshold mu_B = omega_B "
+         "(1 - alpha) Delta_B sqrt(n_B)/N (`theory.loss_lam_star`); the measured one, where "
+         f"the minority spread of Z crosses {COLLAPSE_TOL:g} (`analysis.collapse_threshold`, "
+         "its bracket on the grid) and where it reaches 0 (`analysis.spread_root`); where "
+         "the minority's mean logits vanish (`metrics.minority_vanished`: the bracket) and "
+         "where Z = 0 (bracket, beside the exact `theory.zero_threshold`); cos_Z_AB at "
+         f"lam_cos. Cells: certified (converged, gap <= {GAP_TOL:g}).", ""]
+    for st in sts:
+        a = st["agreement"]
+        rows = st["rows"]
+        inb = sum(r["in_bracket"] for r in rows)
+        rd = np.abs([r["root_deviation"] for r in rows])
+        L += [f"## {st['name']}: {st['loss']} over {st['axis']}, lam_b = {st['lam_b']:g}", "",
+              f"- cells {a['cells']}, certified {a['certified']}; measured minority collapse "
+              f"= (lam >= mu_B) in {a['agree']} of {a['scored']}, in {a['far_agree']} of "
+              f"{a['far']} farther than {FAR:.0%} from mu_B",
+              f"- mu_B inside the sharp bracket (spread of Z > 1e-6 at its lower end, <= 1e-6 "
+              f"from its upper end on) on {inb} of {len(rows)} lines; spread -> 0 "
+              f"found on {int(np.isfinite(rd).sum())} lines, max |deviation| "
+              f"{_f(np.nanmax(rd) if np.isfinite(rd).any() else np.nan, '.3%')}",
+              "- lam_cos: " + ", ".join(f"ratio {r:g}: {v:.4g}"
+                                        for r, v in st["lam_cos"].items()), "",
+              f"| ratio | {st['axis']} | mu_B | measured | bracket | spread -> 0 | deviation "
+              "| vanishes in | Z = 0 in | exact Z = 0 | cos AB |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r, c in zip(rows, st["cos_at"].reshape(-1)):
+            L.append(f"| {r['ratio']:g} | {r['strength']:g} | {_f(r['predicted'])} | "
+                     f"{_f(r['measured'])} | [{_f(r['bracket'][0])}, {_f(r['bracket'][1])}] | "
+                     f"{_f(r['root'])} | {_f(r['root_deviation'], '+.3%')} | "
+                     f"[{_f(r['vanish_bracket'][0], '.4g')}, {_f(r['vanish_bracket'][1], '.4g')}]"
+                     f" | [{_f(r['zero_bracket'][0], '.4g')}, {_f(r['zero_bracket'][1], '.4g')}]"
+                     f" | {_f(r['zero_threshold'])} | {_f(c, '+.4f')} |")
+        L.append("")
+    return "\n".join(L)
+
+
+def remedies_write(sts: list, path, title: str) -> Path:
+    """Write ``remedies(sts, title)`` to ``path`` atomically; returns the path."""
+    path = as_out_path(path)
+    with replacing(path) as tmp:
+        tmp.write_text(remedies(sts, title), encoding="utf-8")
+    return path
+
+
+def remedies_headline(sts: list) -> str:
+    """One line: the per-cell agreement and the lines with μ_B inside the bracket."""
+    a = [st["agreement"] for st in sts]
+    lines = [r for st in sts for r in st["rows"]]
+    return (f"remedies: measured minority collapse = (lam >= mu_B) in "
+            f"{sum(x['agree'] for x in a)} of {sum(x['scored'] for x in a)} certified cells; "
+            f"mu_B inside the sharp measured bracket on {sum(r['in_bracket'] for r in lines)} of "
+            f"{len(lines)} lines")
 
 
 def write(g, path, title: str | None = None) -> Path:

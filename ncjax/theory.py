@@ -16,8 +16,19 @@ Other losses. ``zero_threshold`` is exact for every convex loss with its paramet
 same optimality condition, with the loss's gradient). The thresholds sqrt(n_g)/N are
 derived for cross-entropy only, and so for a loss that is CE up to what the bias absorbs
 (``Loss.ce_like``: the logit-adjusted loss, and the VS loss with γ = 0, under a free bias,
-whose b + τ log π is a free bias again); for every other loss and setting nothing is
-derived here, and ``predict`` leaves them NaN (docs/losses.md).
+whose b + τ log π is a free bias again); for every other loss and setting ``predict``
+leaves those keys NaN (docs/losses.md).
+
+Each loss's own group threshold (docs/remedies.md, the proof): a group g of ≥ 2 classes
+that share their count n_g and their weight ω_g (then also Δ_g and s_g, functions of the
+count) has a minimiser with coinciding mean logits iff
+
+    λ ≥ μ_g = ω_g (1 − α) Δ_g sqrt(n_g) / N     (CE family; CE and MSE: sqrt(n_g)/N),
+
+in every bias mode: at a point where g is collapsed the within-g block of the dual matrix G
+is −μ_g C_g (C_g the centring on g), whatever the logits, and it is orthogonal to the rest
+of G. ``loss_group_threshold`` computes μ_g; ``predict`` returns it under the ``loss_``
+keys, beside (never in place of) the CE keys.
 """
 
 from __future__ import annotations
@@ -56,9 +67,10 @@ def group_size(n_k):
 def group_threshold(n_k):
     """Per class k, sqrt(n_k)/N if ≥ 2 classes share the count n_k, else +inf: (K,) -> (K,).
 
-    The conjecture measured by ncjax: the classes of a group sharing one count n_g have
-    coinciding mean logits iff λ ≥ sqrt(n_g)/N. Proved for the minority of two clusters
-    and for the largest count (everything collapses, Z = 0).
+    The classes of a group sharing one count n_g have coinciding mean logits iff
+    λ ≥ sqrt(n_g)/N (CE). Hong & Ling prove it for the minority of two clusters and for the
+    largest count (everything collapses, Z = 0); docs/remedies.md proves it for every group
+    and every bias mode (the CE case of ``loss_group_threshold``).
     """
     N = jnp.sum(n_k)
     return jnp.where(group_size(n_k) >= 2, jnp.sqrt(n_k) / N, jnp.inf)
@@ -85,6 +97,26 @@ def zero_threshold(problem: Problem):
     return jnp.linalg.svd(dual.dual_G(V0, problem), compute_uv=False)[0]
 
 
+def loss_group_threshold(problem: Problem):
+    """Per class k, the loss's own group threshold μ_k = ω_k (1 − α) Δ_k sqrt(n_k)/N (the
+    CE family's ω, α, Δ of ``Problem.loss_args``; CE and MSE: ω = Δ = 1, α = 0): where
+    ≥ 2 classes share n_k and all of them share ω_k; +inf for a class alone with its count
+    (nothing to collapse); NaN where the classes of k's count differ in ω (the symmetry the
+    proof needs is missing: not derived). One problem (counts (K,)) → (K,)."""
+    n_k = problem.counts
+    N = jnp.sum(n_k)
+    th = problem.loss_args
+    one = jnp.ones_like(n_k)
+    # CE and MSE have no th: ω = Δ = 1, α = 0 (their gradients' within-group parts are
+    # −(e_k − ē_g), as the family's with those values)
+    omega = th.get("omega", one)
+    scale = omega * (1 - th.get("alpha", 0.0)) * th.get("Delta", one)
+    same = n_k[:, None] == n_k[None, :]
+    shared = jnp.all(jnp.where(same, omega[None, :] == omega[:, None], True), axis=1)
+    mu = scale * jnp.sqrt(n_k) / N
+    return jnp.where(group_size(n_k) >= 2, jnp.where(shared, mu, jnp.nan), jnp.inf)
+
+
 def predict(problem: Problem):
     """The theory's predictions for one problem (counts (K,), scalar λ's), a dict:
 
@@ -101,6 +133,11 @@ def predict(problem: Problem):
       loss that is CE up to what the bias absorbs: module docstring). Where not, lam_star,
       c_star and group_threshold are NaN, minority_collapse and group_collapse False (no
       prediction), and total_collapse is λ ≥ zero_threshold (exact for every loss).
+    loss_group_threshold (K,): the loss's own threshold per class (``loss_group_threshold``;
+      for CE equal to group_threshold); loss_group_collapse (K,): λ ≥ it;
+    loss_lam_star: the minority's (smallest count's) loss_group_threshold (inf if one
+      minority class, NaN if its classes differ in ω); loss_minority_collapse: λ ≥ it;
+    loss_derived: whether loss_lam_star is derived (finite or inf, not NaN).
     """
     n_k = problem.counts
     lam = problem.lam
@@ -113,6 +150,9 @@ def predict(problem: Problem):
     zthr = zero_threshold(problem)
     total = jnp.any(is_max & (lam >= thr)) if problem.bias else lam >= zthr
     total = jnp.where(derived, total, lam >= zthr)
+    lthr = loss_group_threshold(problem)
+    lls = jnp.min(jnp.where(n_k == jnp.min(n_k), lthr, jnp.inf))
+    lls = jnp.where(jnp.any((n_k == jnp.min(n_k)) & jnp.isnan(lthr)), jnp.nan, lls)
     return {
         "lam": lam,
         "c": c_from_lam(lam, n_k),
@@ -125,4 +165,9 @@ def predict(problem: Problem):
         "total_collapse": total,
         "etf_cosine": jnp.asarray(etf_cosine(K), dtype=jnp.result_type(lam)),
         "derived": derived,
+        "loss_group_threshold": lthr,
+        "loss_group_collapse": lam >= lthr,
+        "loss_lam_star": lls,
+        "loss_minority_collapse": lam >= lls,
+        "loss_derived": ~jnp.isnan(lls),
     }
