@@ -14,6 +14,13 @@ _OPT = "--xla_backend_optimization_level"
 if _OPT not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT}=0".strip()
 
+# Many tests compile the same programs (a K, a dtype, a loss) in both xdist workers and in
+# the CLI's subprocesses: JAX's persistent compilation cache, one folder per user shared by
+# them all (the environment variable reaches the subprocesses), compiles each once.
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(
+    __import__("tempfile").gettempdir(), f"ncjax-tests-jax-cache-{os.getuid()}"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
 from ncjax import dtypes  # noqa: E402
 from ncjax.xla import configure_cpu  # noqa: E402
 

@@ -54,7 +54,8 @@ def test_create_and_open_run(run_dir, tmp_path):
     assert (out / "spec.toml").read_text() == SPEC
     meta = json.loads((out / "manifest.json").read_text())
     assert set(meta) == {"format", "spec_sha256", "grid_shape", "cells", "chunk_size",
-                         "source", "versions"}
+                         "source", "loss", "versions"}
+    assert meta["loss"] == {"name": "ce", "params": {}, "axes": []}
     assert meta["chunk_size"] == 4 and meta["source"] == str(tmp_path / "spec.toml")
     assert meta["grid_shape"] == [2, 3] and meta["cells"] == 6 and meta["format"] == 1
     assert set(meta["versions"]) == {"ncjax", "jax", "orbax"}
