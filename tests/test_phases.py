@@ -3,11 +3,13 @@ collapse of a group sharing n_g at sqrt(n_g)/N, Z = 0 at sqrt(n_max)/N when the 
 count is shared, Hong & Ling) and, for the vanishing minority, against cvxpy's optimum
 just below it, extrapolated."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import ncjax
-from ncjax import phases, reference
+from ncjax import phases, reference, spec
 
 TWO_CLUSTERS = [(2, 2), (5, 5), (8, 3), (3, 8)]
 RATIOS = (2.5, 10.0, 100.0)
@@ -38,21 +40,22 @@ def test_two_cluster_thresholds_are_the_closed_forms(K_A, K_B):
     np.testing.assert_allclose(t.vanish[:, 0], t.zero, rtol=1e-6)  # the majority: at Z = 0
 
 
-GROUPS = {  # the committed group studies (sweeps/groups*.toml): [K_g, n_g] and λ_b
-    "groups": ([[3, 1000], [3, 300], [4, 50]], 0.0),
-    "groups_bias": ([[3, 1000], [3, 300], [4, 50]], 0.01),
-    "groups_close": ([[4, 500], [3, 110], [3, 100]], 0.0),
-    "groups_five": ([[2, 1000], [2, 500], [2, 200], [2, 100], [2, 50]], 0.0),
-    "groups_single_max": ([[1, 1000], [3, 300], [4, 50]], 0.0),
-    "groups_singleton": ([[3, 1000], [1, 300], [4, 50]], 0.0),
-}
+ROOT = Path(__file__).resolve().parent.parent
+GROUPS = sorted(p.stem for p in (ROOT / "sweeps").glob("groups*.toml"))  # the six studies
 
 
-@pytest.mark.parametrize("name", sorted(GROUPS))
+def _steps(name):
+    """[K_g, n_g] pairs and λ_b of the committed group study ``name`` (its spec file)."""
+    sp = spec.load(ROOT / "sweeps" / f"{name}.toml")
+    return sp.problem["groups"], sp.problem.get("lam_b", 0.0)
+
+
+@pytest.mark.parametrize("name", GROUPS)
 def test_the_group_rule_on_the_committed_profiles(name):
     """Each group of ≥ 2 classes collapses at sqrt(n_g)/N to 1e-6; a group of one class has
     no collapse (NaN)."""
-    steps, lam_b = GROUPS[name]
+    assert len(GROUPS) == 6
+    steps, lam_b = _steps(name)
     counts = np.concatenate([[n] * k for k, n in steps]).astype(float)
     t = ncjax.thresholds(counts, lam_b)
     N = counts.sum()

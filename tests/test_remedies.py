@@ -19,6 +19,7 @@ import pytest
 
 import ncjax
 from ncjax import dtypes, losses, problem, theory
+from tests.conftest import TWO_CLUSTER
 
 SPLITS = ((5, 5), (2, 8), (8, 2))
 RATIOS = (2.0, 10.0, 100.0)
@@ -135,13 +136,7 @@ def test_a_group_whose_weights_differ_is_not_derived():
     assert np.isfinite(t["loss_group_threshold"][:2]).all()
 
 
-TINY = """
-[problem]
-profile = "two_cluster"
-K_A = 2
-K_B = 2
-n_A = 100
-loss = "weighted_ce"
+TINY = TWO_CLUSTER + """loss = "weighted_ce"
 lam_b = 0.0
 
 [axes]

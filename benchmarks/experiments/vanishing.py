@@ -6,20 +6,25 @@ thresholds beside it. Prints a markdown table (``ncjax.thresholds``, rtol 1e-6).
     python benchmarks/experiments/vanishing.py
 """
 
+from pathlib import Path
+
 import numpy as np
 
 import ncjax
+from ncjax import spec
 
 RATIOS = (2.5, 5.0, 10.0, 20.0, 50.0, 100.0)
 LAM_B = (0.0, 0.01, 0.02)
-GROUPS = {
-    "groups": ([[3, 1000], [3, 300], [4, 50]], 0.0),
-    "groups_bias": ([[3, 1000], [3, 300], [4, 50]], 0.01),
-    "groups_close": ([[4, 500], [3, 110], [3, 100]], 0.0),
-    "groups_five": ([[2, 1000], [2, 500], [2, 200], [2, 100], [2, 50]], 0.0),
-    "groups_single_max": ([[1, 1000], [3, 300], [4, 50]], 0.0),
-    "groups_singleton": ([[3, 1000], [1, 300], [4, 50]], 0.0),
-}
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def group_studies():
+    """name → ([K_g, n_g] pairs, λ_b) of the committed group studies (sweeps/groups*.toml)."""
+    out = {}
+    for p in sorted((ROOT / "sweeps").glob("groups*.toml")):
+        sp = spec.load(p)
+        out[p.stem] = (sp.problem["groups"], sp.problem.get("lam_b", 0.0))
+    return out
 
 
 def main():
@@ -35,7 +40,7 @@ def main():
     print()
     print("| profile | group (K_g × n_g) | collapse | vanish | zero |")
     print("|---|---|---|---|---|")
-    for name, (steps, lb) in GROUPS.items():
+    for name, (steps, lb) in group_studies().items():
         n = np.concatenate([[c] * k for k, c in steps]).astype(float)
         t = ncjax.thresholds(n, lb)
         for (k, c), col, van in zip(steps, t.collapse, t.vanish):
