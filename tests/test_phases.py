@@ -64,20 +64,29 @@ def test_the_group_rule_on_the_committed_profiles(name):
     assert [len(g) for g in t.groups] == [k for k, _ in steps]
 
 
-def _cvxpy_vanish(counts, lam_b, near):
-    """Where the minority's mean logits reach 0 in cvxpy's optimum (Clarabel, 1e-10): an
-    interior-point solution is never exactly low-rank (‖z_B‖ ~ 1e-6 where it is 0), so
-    ‖z_B‖/‖Z‖ is read at three λ below ``near`` (0.05-0.2% below, where it is ~1e-3, far
-    above that floor), and the parabola through them is extrapolated to its zero."""
+def _cvxpy_zero(counts, lam_b, near, measure, loss="ce", params=None):
+    """Where ``measure`` (of the minority's columns z_B and Z, relative to ‖Z‖) reaches 0
+    in cvxpy's optimum (Clarabel, 1e-10) of ``loss``: an interior-point solution is never
+    exactly low-rank (~1e-6 where the measure is 0), so it is read at three λ below
+    ``near`` (0.05-0.2% below, where it is ~1e-3, far above that floor), and the parabola
+    through them is extrapolated to its zero."""
     K_B = int(np.sum(counts == counts.min()))
     lam = near * (1 - np.array([2e-3, 1e-3, 5e-4]))
     y = []
     for x in lam:
-        _, Z, _ = reference.solve_convex(counts, x, lam_b)
-        y.append(np.linalg.norm(Z[:, -K_B:]) / np.linalg.norm(Z))
+        _, Z, _ = reference.solve_convex(counts, x, lam_b, loss=loss, params=params)
+        y.append(measure(Z[:, -K_B:]) / np.linalg.norm(Z))
     roots = np.roots(np.polyfit(lam / near - 1, y, 2))
     roots = roots[np.isreal(roots)].real
     return near * (1 + roots[np.argmin(np.abs(roots))])
+
+
+def _gone(zB):  # the minority's mean logits all 0
+    return np.linalg.norm(zB)
+
+
+def _spread(zB):  # the minority's mean logits coincide
+    return np.linalg.norm(zB - zB.mean(1, keepdims=True))
 
 
 @pytest.mark.parametrize("K_A, K_B, ratio, lam_b", [
@@ -89,24 +98,8 @@ def test_the_vanishing_minority_against_cvxpy(K_A, K_B, ratio, lam_b):
     t = ncjax.thresholds(counts, lam_b)
     v = t.vanish[1]
     assert t.collapse[1] < v < t.zero
-    ref = _cvxpy_vanish(counts, lam_b, v)
+    ref = _cvxpy_zero(counts, lam_b, v, _gone)
     assert v == pytest.approx(ref, rel=1e-5)
-
-
-def _cvxpy_collapse(counts, lam_b, near, loss, params):
-    """Where the minority's mean logits coincide in cvxpy's optimum of ``loss``: their
-    spread relative to ‖Z‖ read 0.05-0.2% below ``near`` and extrapolated to its zero (as
-    ``_cvxpy_vanish``)."""
-    K_B = int(np.sum(counts == counts.min()))
-    lam = near * (1 - np.array([2e-3, 1e-3, 5e-4]))
-    y = []
-    for x in lam:
-        _, Z, _ = reference.solve_convex(counts, x, lam_b, loss=loss, params=params)
-        zB = Z[:, -K_B:]
-        y.append(np.linalg.norm(zB - zB.mean(1, keepdims=True)) / np.linalg.norm(Z))
-    roots = np.roots(np.polyfit(lam / near - 1, y, 2))
-    roots = roots[np.isreal(roots)].real
-    return near * (1 + roots[np.argmin(np.abs(roots))])
 
 
 LOSS_CASES = [("ce", {}), ("label_smoothing", {"alpha": 0.2}),
@@ -125,7 +118,7 @@ def test_each_loss_thresholds_against_cvxpy(name, params):
     t = ncjax.thresholds(counts, 0.01, loss=ncjax.losses.get(name, **params))
     c = t.collapse[1]
     assert np.isfinite(c) and c < t.zero * (1 + 1e-6)
-    assert c == pytest.approx(_cvxpy_collapse(counts, 0.01, c, name, params), rel=5e-5)
+    assert c == pytest.approx(_cvxpy_zero(counts, 0.01, c, _spread, name, params), rel=5e-5)
 
 
 def test_bad_input_is_refused():
