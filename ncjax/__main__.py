@@ -2,8 +2,9 @@
 
 Signals are set before the command's modules are imported (JAX, matplotlib and orbax
 take a second or more): a Ctrl-C or SIGTERM while they load ends the command with one
-line and 130 or 143, never a traceback of the import. ``ncjax.cli.main`` then handles
-them for the command itself.
+line and 130 or 143, never a traceback of the import. ``ncjax.cli.main`` imports the
+modules of the command it was given (``commands.preload``), then handles the signals
+for the command itself.
 """
 
 import os
@@ -22,9 +23,6 @@ def _stop(signum, _frame):
 signal.signal(signal.SIGTERM, _stop)
 signal.signal(signal.SIGINT, _stop)
 from ncjax.cli import main  # noqa: E402 - after the handlers, which is this module's point
-
-signal.signal(signal.SIGTERM, signal.SIG_DFL)
-signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run() -> int:

@@ -10,8 +10,8 @@
                          committed it the entry is replaced by {"step", "cells", "rows",
                          "arrays_sha256": ``checksum`` of its arrays, "files": {path
                          relative to chunks/<step>: sha256 of the file's bytes}, "stat":
-                         {path: [size, mtime_ns, ctime_ns, inode]} of the chunk's directory
-                         ("."), its subdirectories and files, "tally": the chunk's headline
+                         ``files.stat_record`` of those files and the directories that
+                         hold them ("." the chunk's own), "tally": the chunk's headline
                          numbers (``ncjax.tally``)}
     damaged/<step>/, damaged/<step>.json
                          a chunk (and its entry) that failed its checks, set aside, never
@@ -32,9 +32,10 @@ detected, before orbax reads it. A chunk is verified (``verify``: its files, the
 restore, then the checksum and the cells) whenever its arrays are read.
 
 The quick check (``unchanged``), for what needs only the index (a resume's survey,
-``ncjax show``): every path of the entry's "stat" has the size, modification and
-status-change times and inode it had when the chunk was committed. Writing a byte of a file
-changes its times, adding or removing a file its directory's; the status-change time cannot
+``ncjax show``): every file of the entry and every directory holding one has the size,
+modification and status-change times and inode it had when the chunk was committed (one
+digest of them, "stat"). Writing a byte of a file changes its times, adding or removing a
+file its directory's; the status-change time cannot
 be set back by a program (only by moving the system clock), so a chunk that passes it holds
 the bytes its digests were taken from. As in git's index, a record is trusted only if it is
 older than its index entry by more than a clock tick (``RACY_NS``; a change within the tick
@@ -61,12 +62,11 @@ import shutil
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 from ncjax import tally
-from ncjax.files import TMP_PREFIX, checksum, file_digests, flatten, stat, stats, write_atomic
-from ncjax.stopping import STATUS_NAMES
+from ncjax.files import TMP_PREFIX, checksum, file_digests, flatten, stat_record, write_atomic
+from ncjax.names import STATUS_NAMES
 
 __all__ = ["ORBAX_TMP", "Damaged", "Chunks", "chunk_tally", "entry_ok"]
 
@@ -93,6 +93,8 @@ def chunk_tally(flat: dict) -> dict:
 def _local(tree) -> dict | None:
     """The tree as numpy if this process holds every array whole, else None (arrays
     sharded over several processes: each holds only its shards)."""
+    import jax  # the writer's (and orbax's): what reads only the index starts without JAX
+
     leaves = jax.tree.leaves(tree)
     if any(isinstance(a, jax.Array) and not a.is_fully_addressable for a in leaves):
         return None
@@ -101,6 +103,8 @@ def _local(tree) -> dict | None:
 
 def _barrier(name: str) -> None:
     """Wait for every process (with several)."""
+    import jax  # as ``_local``
+
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(name)
@@ -128,6 +132,9 @@ class Chunks:
         self.out, self.primary, self.read_only = Path(out), primary, read_only
         self.root, self.index_dir = self.out / "chunks", self.out / "index"
         self._manager = None
+        # the primary's committed entries by step, as its survey checked them and its saves
+        # wrote them (None before a survey): what the run holds once the driver is done
+        self.committed: dict[int, dict] | None = None
 
     @property
     def _mngr(self):
@@ -147,8 +154,9 @@ class Chunks:
         """The steps of chunks/: its directories named by an integer, in order."""
         if not self.root.is_dir():
             return []
-        return sorted(int(p.name) for p in self.root.iterdir()
-                      if p.name.isdigit() and str(int(p.name)) == p.name and p.is_dir())
+        with os.scandir(self.root) as it:  # DirEntry.is_dir: no stat a chunk
+            return sorted(int(p.name) for p in it
+                          if p.name.isdigit() and str(int(p.name)) == p.name and p.is_dir())
 
     # -- reading ---------------------------------------------------------------------
     def entries(self) -> tuple[dict[int, dict], list[str], dict[int, str]]:
@@ -182,6 +190,7 @@ class Chunks:
         """Chunk ``step`` as stored (padding rows included), a flat dict of numpy arrays,
         restored as numpy whatever devices or processes wrote it (the target tree is built
         from the stored shapes and dtypes). Damaged if orbax cannot restore it."""
+        import jax  # orbax's, imported by it anyway
         import orbax.checkpoint as ocp
 
         # orbax's handler on the chunk's own folder: its CheckpointManager would first
@@ -203,15 +212,14 @@ class Chunks:
         """The quick check (module docstring): whether chunk ``step``'s files and
         directories are those its committed ``entry`` recorded."""
         rec = None if entry is None or entry.get("pending") else entry.get("stat")
-        if not (isinstance(rec, dict) and "." in rec):
-            return False
-        d = f"{self.root}/{step}/"
+        if not (isinstance(rec, dict) and type(rec.get("newest")) is int):
+            return False  # none taken, or an earlier ncjax's record: verified instead
         try:
             written = os.stat(f"{self.index_dir}/{step}.json").st_mtime_ns
-            if max(max(v[1], v[2]) for v in rec.values()) + RACY_NS > written:
+            if rec["newest"] + RACY_NS > written:
                 return False  # recorded within a clock tick of a write: proves nothing
-            return all(stat(d + p) == v for p, v in rec.items())
-        except (OSError, TypeError, ValueError, IndexError):
+            return stat_record(f"{self.root}/{step}", entry["files"]) == rec
+        except (OSError, TypeError, ValueError, KeyError):
             return False
 
     def verify(self, step: int, entry: dict | None, cells: int, padded: bool = False) -> dict:
@@ -266,6 +274,7 @@ class Chunks:
         next_step = max([*steps, *entries, *bad, *taken], default=-1) + 1
         pending = {s for s, e in entries.items() if e is not None and e.get("pending")}
         done = np.zeros(cells, bool)
+        committed = {}
         actions = []  # the primary's changes, made once every process has read
         for step, e in sorted(entries.items()):
             if shared and step in pending:
@@ -276,10 +285,12 @@ class Chunks:
                     continue
                 if not full and self.unchanged(step, e) and tally.valid(e.get("tally")):
                     done[e["cells"]] = True
+                    committed[step] = e
                     continue
                 flat = self.verify(step, e, cells, padded=True)
                 if not self.read_only:  # a new chunk, an old entry, a copied run
-                    actions.append(("index", step, self.entry(step, flat)))
+                    committed[step] = self.entry(step, flat)
+                    actions.append(("index", step, committed[step]))
                 done[flat["index"][flat["index"] >= 0]] = True
             except Damaged as why:
                 actions.append(("aside", step, str(why)))
@@ -316,6 +327,8 @@ class Chunks:
         _barrier("ncjax: chunks set aside")
         if self._manager is not None:
             self._manager.reload()
+        self.committed = committed if self.primary and not shared and not self.read_only \
+            else None
         return done, next_step
 
     def set_aside(self, step: int) -> Path:
@@ -343,14 +356,14 @@ class Chunks:
             e["pending"] = True
         else:
             d = self.root / str(step)
-            before = stats(d)
-            newest = max(max(v[1], v[2]) for v in before.values())
-            if 0 < (lag := newest + 2 * RACY_NS - time.time_ns()) < 10**9:
+            names = list(file_digests(d, read=False))
+            before = stat_record(d, names)
+            if 0 < (lag := before["newest"] + 2 * RACY_NS - time.time_ns()) < 10**9:
                 time.sleep(lag / 1e9)  # a later change then has a later time
             e["arrays_sha256"] = checksum(flat)
             e["files"] = file_digests(d)
-            if stats(d) == before:  # else a file changed meanwhile: no quick check
-                e["stat"] = before
+            if list(e["files"]) == names and stat_record(d, names) == before:
+                e["stat"] = before  # else a file changed meanwhile: no quick check
             e["tally"] = chunk_tally(flat)
         return e
 
@@ -381,7 +394,10 @@ class Chunks:
         # by all of them (orbax's restore is collective)
         flat = flatten(local) if local is not None else self.restore_raw(step)
         if self.primary:
-            self.write_entry(step, self.entry(step, flat))
+            e = self.entry(step, flat)
+            self.write_entry(step, e)
+            if self.committed is not None:
+                self.committed[step] = e
         _barrier(f"ncjax: chunk {step} indexed")  # every process then reads the same index
         return True
 

@@ -14,7 +14,9 @@ import sys
 import threading
 import warnings
 
-from ncjax import claims, commands, losses, optimizers, problem, stopping, sweep
+from ncjax import claims, commands, names
+from ncjax.convention import CONVENTIONS
+from ncjax.store import Interrupted
 from ncjax.validate import InputError, NCJaxWarning
 from ncjax.xla import configure_cpu
 
@@ -53,17 +55,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--lam-W", dest="lam_W", type=float, required=True)
     s.add_argument("--lam-H", dest="lam_H", type=float, required=True)
     s.add_argument("--lam-b", dest="lam_b", type=float, default=0.0)
-    s.add_argument("--convention", choices=problem.CONVENTIONS, default="half",
+    s.add_argument("--convention", choices=CONVENTIONS, default="half",
                    help="half: (lam/2)||.||^2 (default); paper: lam||.||^2")
     s.add_argument("--d", type=int, default=None, help="feature dimension (default K)")
     s.add_argument("--m", type=int, default=1, help="free features per class")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--optimizer", choices=optimizers.OPTIMIZERS, default="lbfgs")
+    s.add_argument("--optimizer", choices=names.OPTIMIZERS, default="lbfgs")
     s.add_argument("--max-steps", dest="max_steps", type=int,
-                   default=stopping.DEFAULT_MAX_STEPS)
+                   default=names.DEFAULT_MAX_STEPS)
     s.add_argument("--gtol", type=float, default=None,
                    help="gradient tolerance relative to the start (default by dtype)")
-    s.add_argument("--loss", default="ce", choices=sorted(losses.LOSSES),
+    s.add_argument("--loss", default="ce", choices=sorted(names.LOSS_PARAMETERS),
                    help="the per-sample loss (default ce, cross-entropy)")
     s.add_argument("--loss-param", dest="loss_param", action="append", default=[],
                    metavar="KEY=VALUE", help="a parameter of --loss, e.g. tau=1 or "
@@ -138,7 +140,9 @@ def main(argv=None) -> int:
     if getattr(args, "command", None) != "bench" and rest:
         parser.parse_args(argv)  # the error for the arguments it does not know
     args.rest = rest
+    commands.preload(args)  # under the starting handlers of ``ncjax.__main__``
     if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _terminate)
     try:
         with warnings.catch_warnings():
@@ -149,7 +153,7 @@ def main(argv=None) -> int:
     except InputError as e:
         print(f"ncjax: error: {e}", file=sys.stderr)
         return 2
-    except sweep.Interrupted as e:
+    except Interrupted as e:
         print(f"ncjax: {e}", file=sys.stderr)
         return 128 + e.signum
     except BrokenPipeError:  # the reader of our output went away (`ncjax show D | head`)

@@ -14,22 +14,42 @@ import signal
 import sys
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from ncjax import (analysis, claims, diagram, groups, losses, reading, remedies, report,
-                   solver, sweep)
+from ncjax import analysis, claims, diagram, reading, remedies, report
 from ncjax.validate import MAX_CLASSES, InputError, as_out_path
 
-__all__ = ["do_bench", "do_plot", "do_report", "do_resume", "do_show", "do_solve",
-           "do_sweep", "parse_counts", "parse_loss", "result_json"]
+__all__ = ["NEEDS", "do_bench", "do_plot", "do_report", "do_resume", "do_show", "do_solve",
+           "do_sweep", "parse_counts", "parse_loss", "preload", "result_json"]
 
 
 def _lazy(name: str):
     """The module ``ncjax.<name>``, imported on first use: the modules that import
     matplotlib (``plot``, ``bench``: a third of a second or more) are imported by the
-    commands that draw, so that ``show``, ``resume`` and ``solve`` start without them."""
+    commands that draw, and those that import JAX (``solver``, ``sweep``, ``losses``,
+    ``groups``: a second) by the commands that solve, so that ``show``, which reads only a
+    run's index, starts without either."""
     return importlib.import_module(f"ncjax.{name}")
+
+
+# the modules each command needs beyond this one's, imported before it starts (``preload``)
+NEEDS = {"solve": ("losses", "solver"), "sweep": ("sweep",), "resume": ("sweep",),
+         "plot": ("plot", "groups"), "bench": ("bench",)}
+
+
+def preload(args) -> None:
+    """Import the modules of ``args.command`` (``NEEDS``; ``show`` and ``report`` need none
+    beyond this one's), so that a signal while they load lands before it does anything.
+    A plain ``resume`` of a run that is finished and idle (``reading.finished``, which
+    writes nothing) needs none either: its grid is kept in ``args.finished``."""
+    args.finished = None
+    if args.command == "resume" and not (args.workers or args.worker or args.coordinator
+                                         or args.distributed or args.verify):
+        args.finished = reading.finished(args.dir)
+        if args.finished is not None:
+            return
+    for name in NEEDS.get(args.command, ()):
+        _lazy(name)
 
 
 def parse_counts(text: str) -> list[float]:
@@ -97,14 +117,16 @@ def parse_loss(name: str, items: list[str]):
         if key in params:
             raise InputError(f"--loss-param: {key} given twice")
         params[key] = nums[0] if len(nums) == 1 else nums
-    return losses.get(name, **params)
+    return _lazy("losses").get(name, **params)
 
 
 def do_solve(args) -> int:
+    import jax  # as ``_lazy``: only the commands that solve import JAX
+
     counts = parse_counts(args.counts)
     loss = parse_loss(args.loss, args.loss_param)
     try:
-        r = solver.solve(counts, args.lam_W, args.lam_H, args.lam_b, d=args.d, m=args.m,
+        r = _lazy("solver").solve(counts, args.lam_W, args.lam_H, args.lam_b, d=args.d, m=args.m,
                          seed=args.seed, convention=args.convention, optimizer=args.optimizer,
                          max_steps=args.max_steps, gtol=args.gtol, bias=not args.no_bias,
                          loss=loss,
@@ -127,6 +149,8 @@ def _distributed(args) -> bool:
         return True
     if args.coordinator and (args.num_processes is None or args.process_id is None):
         raise InputError("--coordinator needs --num-processes and --process-id")
+    import jax  # as ``_lazy``
+
     jax.distributed.initialize(coordinator_address=args.coordinator,
                                num_processes=args.num_processes, process_id=args.process_id)
     return jax.process_index() == 0
@@ -167,10 +191,10 @@ def _spawn(args, out) -> int:
 def do_sweep(args) -> int:
     worker = _worker_mode(args)
     if args.workers is not None:
-        sweep.join(args.spec, args.out, chunk_size=args.chunk_size)
+        _lazy("sweep").join(args.spec, args.out, chunk_size=args.chunk_size)
         return _spawn(args, args.out)
     primary = _distributed(args)
-    g = sweep.run(args.spec, args.out, chunk_size=args.chunk_size, worker=worker,
+    g = _lazy("sweep").run(args.spec, args.out, chunk_size=args.chunk_size, worker=worker,
                   claim_timeout=args.claim_timeout)
     if primary:
         print(report.show(g.overview(), args.out))
@@ -178,13 +202,18 @@ def do_sweep(args) -> int:
 
 
 def do_resume(args) -> int:
+    if args.finished is not None:  # nothing to do (``preload``): said as a resume says it
+        n = int(args.finished.done.size)
+        print("ncjax: " + reading.RESUMING.format(done=n, total=n), file=sys.stderr)
+        print(report.show(args.finished.overview(), args.dir))
+        return 0
     worker = _worker_mode(args)
     if args.workers is not None:
-        sweep.opened(args.dir, workers=True)
+        _lazy("sweep").opened(args.dir, workers=True)
         return _spawn(args, args.dir)
     primary = _distributed(args)
-    g = sweep.resume(args.dir, worker=worker, claim_timeout=args.claim_timeout,
-                     verify=args.verify)
+    g = _lazy("sweep").resume(args.dir, worker=worker, claim_timeout=args.claim_timeout,
+                              verify=args.verify)
     if primary:
         print(report.show(g.overview(), args.dir))
     return 0
@@ -256,7 +285,7 @@ def do_plot(args) -> int:
                           ("--m", args.m, "features per class")):
         if v is not None and not 1 <= v < 2**31:
             raise InputError(f"{flag}: expected {what} >= 1 and < 2**31, got {v}")
-    g = sweep.load(args.dir)
+    g = reading.load(args.dir)
     run = Path(args.dir)
 
     def out(default):
@@ -275,8 +304,8 @@ def do_plot(args) -> int:
         path = out("cells.png")
         plot.cells(g, cells, out=path)
         print(report.cells(analysis.cells(g, cells)))
-    elif groups.applies(g):
-        t = groups.thresholds(g)
+    elif _lazy("groups").applies(g):
+        t = _lazy("groups").thresholds(g)
         _note(report.slice_note(t["sliced"]))
         print(report.groups(t))
         path = out("groups.png")
@@ -307,7 +336,7 @@ def _remedies_runs(args):
     picked = getattr(args, "cells", None) or getattr(args, "cell", None) or getattr(
         args, "trace", None) is not None
     if not picked:
-        g = sweep.load(args.dir)
+        g = reading.load(args.dir)
         if remedies.applies(g):
             return [(Path(args.dir).name, g)]
     return None
@@ -326,7 +355,7 @@ def do_report(args) -> int:
         print(f"wrote {out}")
         print(report.remedies_headline(sts))
         return 0
-    g = sweep.load(args.dir)
+    g = reading.load(args.dir)
     out = report.write(g, Path(args.out) if args.out else Path(args.dir) / "report.md",
                        title=str(args.dir))
     print(f"wrote {out}")

@@ -4,8 +4,9 @@
 fsync, ``os.replace`` (or a hard link, for a file created only if absent). ``checksum``:
 sha256 over a flat dict of arrays, per key in sorted order the JSON text [key, dtype.str,
 shape] then the C-order bytes. ``file_digests``: sha256 of every file's bytes under a
-directory. ``stats``: [size, mtime_ns, ctime_ns, inode] of a directory and everything under
-it, the record of the quick check (``ncjax.chunks``).
+directory. ``stat_record``: one digest of the [size, mtime_ns, ctime_ns, inode] of a
+directory's files and the directories that hold them, the record of the quick check
+(``ncjax.chunks``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TMP_PREFIX", "checksum", "file_digests", "flatten", "stat", "stats",
+__all__ = ["TMP_PREFIX", "checksum", "file_digests", "flatten", "stat_record",
            "write_atomic"]
 
 TMP_PREFIX = ".ncjax-tmp-"
@@ -80,25 +81,38 @@ def checksum(flat: dict) -> str:
     return h.hexdigest()
 
 
-def file_digests(root: Path) -> dict[str, str]:
-    """{path relative to ``root``: sha256 of its bytes} for every file under ``root``."""
+def file_digests(root: Path, read: bool = True) -> dict[str, str | None]:
+    """{path relative to ``root``: sha256 of its bytes (None unless ``read``)} for every
+    file under ``root``, in sorted order."""
     return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(Path(root).rglob("*")) if p.is_file()}
+            if read else None for p in sorted(Path(root).rglob("*")) if p.is_file()}
 
 
-def stat(p) -> list[int]:
-    st = os.stat(p)
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+def stat_paths(files) -> list[str]:
+    """The paths a stat record covers: "." and every directory holding one of ``files``
+    (relative paths), then the files, in that order."""
+    dirs = {"."}
+    for f in files:  # each file's parents, up to the first one already seen
+        i = f.rfind("/")
+        while i > 0 and (d := f[:i]) not in dirs:
+            dirs.add(d)
+            i = f.rfind("/", 0, i)
+    return sorted(dirs) + list(files)
 
 
-def stats(root) -> dict[str, list[int]]:
-    """{path relative to ``root`` ("." for itself): [size, mtime_ns, ctime_ns, inode]} of
-    ``root``, every directory and every file under it."""
-    root = str(root)
-    out = {".": stat(root)}
-    for d, dirs, files in os.walk(root):
-        rel = os.path.relpath(d, root)
-        for n in dirs + files:
-            r = n if rel == "." else f"{rel}/{n}"
-            out[r] = stat(os.path.join(d, n))
-    return out
+def stat_record(root, files) -> dict:
+    """{"sha256": digest of [size, mtime_ns, ctime_ns, inode] of each path of
+    ``stat_paths(files)`` under ``root``, in order (int64 bytes), "newest": the latest of
+    those times}. Writing a byte of a file changes its times, adding, removing or renaming
+    a file its directory's. OSError if a path is missing."""
+    paths = stat_paths(files)
+    if os.stat in os.supports_dir_fd:  # one lookup of root, not one a path
+        fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            st = [os.stat(p, dir_fd=fd) for p in paths]
+        finally:
+            os.close(fd)
+    else:
+        st = [os.stat(os.path.join(root, p)) for p in paths]
+    a = np.array([(s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino) for s in st], np.int64)
+    return {"sha256": hashlib.sha256(a.tobytes()).hexdigest(), "newest": int(a[:, 1:].max())}

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ncjax import profiles
-from ncjax.problem import to_half
+from ncjax.convention import to_half
 from ncjax.validate import MAX_CLASSES, InputError
 
 PROFILE_KEYS = {

@@ -60,7 +60,6 @@ how the certificate meets the operator-norm constraint (``ncjax.dual``).
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Callable, NamedTuple
 
 import jax
@@ -69,6 +68,7 @@ import numpy as np
 
 from ncjax import ce_family
 from ncjax.ce_family import entropy  # noqa: F401 - re-exported: CE's conjugate
+from ncjax.names import LOSS_PARAMETERS
 from ncjax.validate import InputError
 
 
@@ -299,14 +299,15 @@ def mse() -> Loss:
                 _mse_bregman, _mse_curvature, _mse_bias_start, False)
 
 
-# name -> factory; the one list of losses that validation, specs and the CLI read
+# name -> factory, for the names of ``names.LOSS_PARAMETERS`` (the one list that specs and
+# the CLI read), each factory taking exactly its parameters (tests/test_layout.py)
 LOSSES = {"ce": ce, "label_smoothing": label_smoothing, "weighted_ce": weighted_ce,
           "logit_adjusted": logit_adjusted, "vs": vs, "mse": mse}
 
 
 def parameters(name: str) -> tuple:
     """The parameter names of the loss ``name`` (its factory's arguments)."""
-    return tuple(inspect.signature(LOSSES[name]).parameters)
+    return LOSS_PARAMETERS[name]
 
 
 def get(loss=None, **params) -> Loss:

@@ -21,9 +21,9 @@ from typing import Callable, NamedTuple
 import optax
 
 from ncjax import lbfgs as lbfgs_
+from ncjax.names import OPTIMIZERS  # noqa: F401 - re-exported
 from ncjax.validate import InputError
 
-OPTIMIZERS = ("lbfgs", "adam", "gd")
 DEFAULT_LR = {"lbfgs": 1.0, "adam": 1e-2, "gd": 1.0}
 
 

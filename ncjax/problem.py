@@ -31,31 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ncjax import losses
+from ncjax.convention import CONVENTIONS, from_half, to_half  # noqa: F401 - re-exported
 from ncjax.losses import Loss
 from ncjax.validate import InputError, as_counts, as_lam, broadcast_batch
-
-
-CONVENTIONS = ("half", "paper")
-
-
-def to_half(lam_W, lam_H, lam_b, convention: str = "half"):
-    """(λ_W, λ_H, λ_b) from ``convention`` to the half convention. "half" is ncjax's
-    (λ/2)‖·‖²; "paper" the authors' λ‖·‖² (their λ is half of ours), so λ_half = 2 λ_paper
-    for each, and the convex form's λ = sqrt(λ_W λ_H) (half) = 2 sqrt(λ_W λ_H) (paper)."""
-    if convention == "half":
-        return lam_W, lam_H, lam_b
-    if convention == "paper":
-        return 2 * lam_W, 2 * lam_H, 2 * lam_b
-    raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
-
-
-def from_half(lam_W, lam_H, lam_b, convention: str = "half"):
-    """(λ_W, λ_H, λ_b) from the half convention to ``convention``."""
-    if convention == "half":
-        return lam_W, lam_H, lam_b
-    if convention == "paper":
-        return lam_W / 2, lam_H / 2, lam_b / 2
-    raise InputError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
 
 
 class Problem(NamedTuple):

@@ -22,11 +22,11 @@ import numpy as np
 from ncjax import spec as _spec
 from ncjax import tally
 from ncjax.chunks import Chunks, Damaged, chunk_tally
-from ncjax.stopping import STATUS_NAMES
+from ncjax.names import STATUS_NAMES
 from ncjax.store import Run, RunError, check_shape, open_run
 from ncjax.validate import InputError, NCJaxWarning
 
-__all__ = ["SweepGrid", "load", "summary"]
+__all__ = ["RESUMING", "SweepGrid", "finished", "load", "summary"]
 
 
 class SweepGrid:
@@ -114,11 +114,14 @@ def _damaged(out: Path, step: int, why: str, skip: bool) -> None:
                   f"`ncjax resume {out}` solves them again", NCJaxWarning, stacklevel=4)
 
 
-def _committed(run: Run, chunks: Chunks, total: int, skip: bool, surveyed: bool = False):
+def _committed(run: Run, chunks: Chunks, total: int, skip: bool, surveyed):
     """(entries of the run's committed chunks by step: None for a legacy run's; the chunks
     checked in full, {step: verified arrays}). Every chunk passes the quick check
-    (``Chunks.unchanged``; ``surveyed``: taken as checked) or is verified; a damaged one is
-    a RunError (``skip``: left out, with a warning)."""
+    (``Chunks.unchanged``; ``surveyed`` True: taken as checked; a dict: those entries, as
+    checked) or is verified; a damaged one is a RunError (``skip``: left out, with a
+    warning)."""
+    if isinstance(surveyed, dict):
+        return dict(surveyed), {}
     if run.kind == "legacy":
         warnings.warn(f"{run.out}: a run written before checksums (no manifest.json): its "
                       f"chunks are read without them; `ncjax resume {run.out}` checksums them",
@@ -177,15 +180,17 @@ def _read(out: Path, entries: dict, checked: dict, total: int, skip: bool, want:
     return fields, status
 
 
-def load(out, *, skip_damaged: bool = False, surveyed: bool = False) -> SweepGrid:
+def load(out, *, skip_damaged: bool = False, surveyed: bool | dict = False) -> SweepGrid:
     """Load a run directory, finished or not: missing cells are NaN and "missing". Every
     chunk passes the quick check (``Chunks.unchanged``) or is verified in full now
-    (``surveyed``: the caller, the run's writer, has just checked every chunk); a damaged
+    (``surveyed``: the caller, the run's writer, has just checked every chunk; a dict: and
+    these are their entries, ``Chunks.committed``, not read again); a damaged
     one is a RunError (``skip_damaged``: its cells load as missing, with a warning). The
     arrays are read (each chunk verified in full) when ``fields`` or ``status`` is first
     used, of the cells of a ``sel`` only those. A chunk still being written loads as
     missing."""
     out = Path(out)
+    surveyed_entries = isinstance(surveyed, dict)  # their tallies were checked as well
     run = open_run(out)
     sp = run.spec
     grid = _spec.expand(sp)
@@ -196,7 +201,7 @@ def load(out, *, skip_damaged: bool = False, surveyed: bool = False) -> SweepGri
         entries, checked = _committed(run, chunks, total, skip_damaged, surveyed)
         parts = []
         for step, e in sorted(entries.items()):
-            if step not in checked and tally.valid(e.get("tally")):
+            if step not in checked and (surveyed_entries or tally.valid(e.get("tally"))):
                 parts.append(e["tally"])
             else:  # tallied from its arrays: an entry of an earlier ncjax, a legacy run
                 flat = checked.get(step)
@@ -214,6 +219,29 @@ def load(out, *, skip_damaged: bool = False, surveyed: bool = False) -> SweepGri
     g = SweepGrid(dict(sp.axes), None, None, done.reshape(grid.shape), sp, read)
     g.tally = tally.merge(parts)
     return g
+
+
+# what a resume says first (``ncjax.sweep``, and ``ncjax resume`` of a ``finished`` run)
+RESUMING = "resuming: {done} of {total} configurations already done"
+
+
+def finished(out) -> SweepGrid | None:
+    """The grid of the run ``out`` if it is finished and idle: a run with a manifest, no
+    writer's lock, no workers' claims, every chunk passing the quick check and every cell
+    done, so that a resume has nothing to do (``ncjax resume`` then needs no solver);
+    else None (a resume has work, or must look closer: it reports what it finds)."""
+    out = Path(out)
+    try:
+        if (out / ".lock").exists() or any((out / "claims").glob("*")):
+            return None
+        if open_run(out).kind != "run":
+            return None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", NCJaxWarning)
+            g = load(out)
+    except (InputError, RunError, NCJaxWarning, OSError):
+        return None
+    return g if g.done.all() else None
 
 
 def summary(out, *, skip_damaged: bool = False) -> dict:

@@ -10,7 +10,7 @@ A spec has four tables (every key optional unless said)::
                 (λ = c/N); with lam or c, λ_H = λ²/λ_W and lam_W defaults to λ. lam_b
                 (default 0). convention = "half" | "paper" applies to lam_W, lam_H, lam_b;
                 lam and c are always the convex form's λ (the authors' l).
-                d (default K), m (default 1), loss (a name of ``losses.LOSSES``,
+                d (default K), m (default 1), loss (a name of ``names.LOSS_PARAMETERS``,
                 default "ce") and its parameters (alpha, weights = [ω_1, …], gamma,
                 tau; alpha, gamma and tau may be axes; weight_B, two_cluster's weights
                 1 and weight_B per class, an axis too), bias = true | false (default
@@ -26,8 +26,10 @@ A spec has four tables (every key optional unless said)::
 Everything is checked before anything runs; an error names the file, the key and what
 was expected (``SpecError``): each value's type and range (integers below 2**31, seeds in
 [0, 2**32), every derived λ_W, λ_H, λ_W·λ_H and λ_H/λ_W within float64's range, at most
-``MAX_CELLS`` cells and ``validate.MAX_CLASSES`` classes), and one configuration of each K
-block through ``solver.prepare``, so that a solve refuses nothing a spec accepted. The
+``MAX_CELLS`` cells and ``validate.MAX_CLASSES`` classes), the loss's name and
+parameters' names. What only the engine can judge (the loss's values, the solver's
+settings) ``ncjax.solvable.check`` refuses, before a sweep writes anything; this module
+needs no JAX, so that a run's spec is read (``ncjax show``) without it. The
 grid (``expand``, ``Grid``) is described by its axes in ``ncjax.grid``, never expanded
 cell by cell.
 """
@@ -36,22 +38,21 @@ from __future__ import annotations
 
 import math
 import tomllib
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from ncjax import losses, solver
-from ncjax.grid import PROFILE_KEYS, Grid, SpecError, expand, spec_error
-from ncjax.problem import CONVENTIONS
-from ncjax.validate import SEED_RANGE, InputError, NCJaxWarning
+from ncjax.grid import PROFILE_KEYS, Grid, SpecError, expand, spec_error  # noqa: F401
+from ncjax.convention import CONVENTIONS
+from ncjax.names import LOSS_PARAMETERS
+from ncjax.validate import SEED_RANGE, InputError  # noqa: F401 - re-exported
 
 # the loss's parameters: [problem] keys, and the scalar ones axes too (one value a class
 # does not make an axis)
 # weight_B (profile two_cluster, loss weighted_ce): each minority class weighted weight_B,
 # each majority class 1 (the remedy's strength ω_B/ω_A as one number, so an axis)
-LOSS_KEYS = {p for name in losses.LOSSES for p in losses.parameters(name)} | {"weight_B"}
+LOSS_KEYS = {p for names in LOSS_PARAMETERS.values() for p in names} | {"weight_B"}
 LOSS_AXES = ("alpha", "gamma", "tau", "weight_B")
 AXES = ("ratio", "n_A", "n_B", "n", "K_A", "K_B", "K", "lam", "lam_W", "lam_H", "lam_b", "c",
         "seed") + LOSS_AXES
@@ -181,8 +182,8 @@ def _check_problem(path, problem, axes):
         raise _err(path, "[problem]", "a regularisation: lam_W and lam_H, or lam, or c")
     if ("lam" in have or "c" in have) and "lam_H" in have:
         raise _err(path, "lam_H", "no lam_H when lam or c sets λ (λ_H = λ²/λ_W)")
-    if problem.get("loss", "ce") not in losses.LOSSES:
-        raise _err(path, "[problem].loss", f"one of {sorted(losses.LOSSES)}", problem["loss"])
+    if problem.get("loss", "ce") not in LOSS_PARAMETERS:
+        raise _err(path, "[problem].loss", f"one of {sorted(LOSS_PARAMETERS)}", problem["loss"])
     name = problem.get("loss", "ce")
     if "weight_B" in have and (name != "weighted_ce" or prof != "two_cluster"
                                or "weights" in have):
@@ -190,23 +191,15 @@ def _check_problem(path, problem, axes):
         raise _err(path, f"{where}.weight_B", "weight_B only with loss 'weighted_ce' and "
                    "profile 'two_cluster', instead of weights")
     for key in sorted(LOSS_KEYS & have - {"weight_B"}):
-        if key not in losses.parameters(name):
+        if key not in LOSS_PARAMETERS[name]:
             where = "[axes]" if key in axes else "[problem]"
             raise _err(path, f"{where}.{key}", f"a parameter of loss {name!r} (its "
-                       f"parameters: {list(losses.parameters(name)) or 'none'})")
+                       f"parameters: {list(LOSS_PARAMETERS[name]) or 'none'})")
     if "weight_B" in have:  # its classes are known per cell: its values checked here
         w = np.asarray(axes.get("weight_B", problem.get("weight_B")), float)
         if not np.all(np.isfinite(w) & (w > 0)):
             where = "[axes]" if "weight_B" in axes else "[problem]"
             raise _err(path, f"{where}.weight_B", "weights > 0", w.tolist())
-    try:
-        if "weight_B" not in have:
-            loss_at(problem, axes, axes)
-    except InputError as e:
-        word = str(e).split(" ", 1)[0]
-        where = "[axes]" if word in axes else "[problem]"
-        key = f"{where}.{word}" if word in LOSS_KEYS else "[problem].loss"
-        raise SpecError(f"{path}: {key}: {e}") from None
     if problem.get("convention", "half") not in CONVENTIONS:
         raise _err(path, "[problem].convention", f"one of {CONVENTIONS}",
                    problem["convention"])
@@ -264,47 +257,7 @@ def loads(text: str, path: str = "<spec>") -> Spec:
     cells = math.prod(v.size for v in axes.values())
     if cells > MAX_CELLS:
         raise _err(path, "[axes]", f"at most {MAX_CELLS} cells in the grid, got {cells}")
-    spec = Spec(path, problem, axes, solver, run, text)
-    _check_solve(spec, expand(spec))  # impossible settings are refused now, before any run
-    return spec
-
-
-def loss_at(problem: dict, axes, params: dict):
-    """The loss of a spec's [problem] table ``problem`` at the cells whose settings are
-    ``params`` (name → (B,), ``Grid.params_at``): a parameter on an axis (one of ``axes``)
-    takes each cell's value, the others the table's. InputError for a bad parameter."""
-    name = problem.get("loss", "ce")
-    at = lambda k: params[k] if k in axes else problem[k]
-    if "weight_B" in problem or "weight_B" in axes:  # two clusters: K_A classes, then K_B
-        wB, KA, KB = (np.asarray(at(k), float).reshape(-1) for k in ("weight_B", "K_A", "K_B"))
-        B = max(wB.size, KA.size, KB.size)
-        wB, KA = np.broadcast_to(wB, B), np.broadcast_to(KA, B)
-        K = int(KA[0] + np.broadcast_to(KB, B)[0])
-        j = np.arange(K)[None, :]
-        return losses.weighted_ce(np.where(j < KA[:, None], 1.0, wB[:, None]))
-    return losses.get(name, **{k: at(k) for k in losses.parameters(name)
-                               if k in problem or k in axes})
-
-
-def _check_solve(spec: Spec, grid: Grid) -> None:
-    """Refuse what ``solver.prepare`` would refuse at solve time (the solver's settings,
-    convex with d < K − 1, …): one configuration of each K block, as a sweep passes it."""
-    for block in grid.blocks():
-        i = int(block[0])
-        p = grid.params_at([i])
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NCJaxWarning)  # a sweep warns when it solves
-                solver.prepare(grid.counts([i]), p["lam_W"], p["lam_H"], p["lam_b"],
-                               d=int(p["d"][0]), m=spec.problem.get("m", 1),
-                               seed=p["seed"], key_index=np.array([i]),
-                               loss=loss_at(spec.problem, spec.axes, p),
-                               bias=spec.problem.get("bias", True), **spec.solver)
-        except InputError as e:
-            word = str(e).split(" ", 1)[0]
-            key = next((f"[{t}].{word}" for t in ("solver", "problem") if word in TABLES[t]),
-                       "[solver]")
-            raise SpecError(f"{spec.path}: {key}: {e} (K = {int(p['K'][0])})") from None
+    return Spec(path, problem, axes, solver, run, text)
 
 
 def load(path) -> Spec:

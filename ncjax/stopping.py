@@ -26,8 +26,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-RUNNING, CONVERGED, MAX_STEPS, DIVERGED, UNCERTIFIED = -1, 0, 1, 2, 3
-STATUS_NAMES = ("converged", "max_steps", "diverged", "uncertified")
+from ncjax.names import (  # noqa: F401 - re-exported
+    CONVERGED, DEFAULT_MAX_STEPS, DIVERGED, MAX_STEPS, RUNNING, STATUS_NAMES, UNCERTIFIED)
 
 # Default tolerances of the factored loop per dtype: gtol relative to ‖∇F₀‖, ftol the
 # relative decrease of F over WINDOW steps. float32 reaches its rounding floor near a
@@ -35,7 +35,6 @@ STATUS_NAMES = ("converged", "max_steps", "diverged", "uncertified")
 GTOL = {"float32": 1e-6, "float64": 1e-9}
 FTOL = {"float32": 1e-7, "float64": 1e-14}
 WINDOW = 50
-DEFAULT_MAX_STEPS = 5000
 
 
 def status(step, value, gnorm, value_ref, gtol_abs, ftol, max_steps):

@@ -8,7 +8,8 @@ A run directory holds
                      asked for, "source": the path the spec was read from, "loss": {"name",
                      "params": its parameters' values, "axes": the axes that carry the
                      others}, "versions":
-                     {"ncjax", "jax", "orbax"} that started the run}
+                     {"ncjax", "jax", "jaxlib", "optax", "orbax", "numpy"} that started
+                     the run (``versions``)}
     spec.toml        the spec as given (resume refuses it if it was changed since)
     chunks/, index/, damaged/
                      the chunks in orbax's layout, their index entries and checksums, and
@@ -36,22 +37,23 @@ import hashlib
 import importlib.metadata
 import json
 import os
+import signal
 import warnings
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from ncjax import losses
+from ncjax import __version__
 from ncjax import spec as _spec
 from ncjax.chunks import Chunks
 from ncjax.files import TMP_PREFIX, write_atomic
 from ncjax.lock import Lock, RunError  # noqa: F401 - the run directory's, re-exported
-from ncjax.stopping import STATUS_NAMES
+from ncjax.names import LOSS_PARAMETERS, STATUS_NAMES
 from ncjax.validate import InputError, NCJaxWarning
 
-__all__ = ["DEFAULT_CHUNK", "FORMAT", "RunError", "Run", "Lock", "Chunks", "check_new",
-           "create_run", "join_run", "write_manifest", "open_run", "check_shape"]
+__all__ = ["DEFAULT_CHUNK", "FORMAT", "Interrupted", "RunError", "Run", "Lock", "Chunks", "check_new",
+           "create_run", "join_run", "write_manifest", "open_run", "check_shape", "versions"]
 
 FORMAT = 1
 DEFAULT_CHUNK = 1024
@@ -68,6 +70,22 @@ class Run(NamedTuple):
     spec: _spec.Spec
     kind: str
     chunk_size: int
+
+
+class Interrupted(KeyboardInterrupt):
+    """A sweep stopped by a signal after its last committed chunk: ``signum``, the run
+    directory ``out``, the configurations ``done`` of ``total``. Everything committed is
+    kept; ``ncjax resume out`` continues."""
+
+    def __init__(self, signum: int, out: Path, done: int, total: int, how: str = ""):
+        super().__init__(signum, out, done, total)
+        self.signum, self.out, self.done, self.total = signum, Path(out), done, total
+        self.how = how  # the resume command's options, e.g. " --worker 0/4"
+
+    def __str__(self):
+        return (f"interrupted by {signal.Signals(self.signum).name}: {self.done} of "
+                f"{self.total} configurations done and saved; continue with "
+                f"`ncjax resume {self.out}{self.how}`")
 
 
 def _sha(text: str) -> str:
@@ -109,31 +127,35 @@ def check_new(out, sp: _spec.Spec) -> None:
         raise RunError(f"{out}: cannot write to this directory")
 
 
+def versions() -> dict:
+    """The versions of ncjax and of the packages a run's results depend on."""
+    out = {"ncjax": __version__}
+    for name, dist in (("jax", "jax"), ("jaxlib", "jaxlib"), ("optax", "optax"),
+                       ("orbax", "orbax-checkpoint"), ("numpy", "numpy")):
+        try:
+            out[name] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "unknown"
+    return out
+
+
 def write_manifest(out, sp: _spec.Spec, chunk_size: int, source, shape,
                    exclusive: bool = False) -> None:
     """Write ``out``/manifest.json (module docstring) atomically (``exclusive``: unless
     there is one)."""
-    import jax
-
-    import ncjax
-
-    try:
-        orbax = importlib.metadata.version("orbax-checkpoint")
-    except importlib.metadata.PackageNotFoundError:
-        orbax = "unknown"
     shape = [int(n) for n in shape]
     write_atomic(Path(out) / MANIFEST, json.dumps({
         "format": FORMAT, "spec_sha256": _sha(sp.text), "grid_shape": shape,
         "cells": int(np.prod(shape)), "chunk_size": int(chunk_size), "source": str(source),
         "loss": _loss_record(sp),
-        "versions": {"ncjax": ncjax.__version__, "jax": jax.__version__, "orbax": orbax}},
+        "versions": versions()},
         indent=1), exclusive)
 
 
 def _loss_record(sp: _spec.Spec) -> dict:
     """The run's loss: its name, its parameters' values and the axes that carry others."""
     name = sp.problem.get("loss", "ce")
-    names = losses.parameters(name)
+    names = LOSS_PARAMETERS[name]
     return {"name": name, "params": {k: sp.problem[k] for k in names if k in sp.problem},
             "axes": [k for k in names if k in sp.axes]}
 

@@ -1,8 +1,8 @@
 """The sweep driver: run a spec's grid in chunks, resume a stopped run.
 
-Data flow: spec → grid (``ncjax.spec.expand``; ``spec.loads`` has refused what
-``solver.prepare`` would, and the chunk size is checked, before the run directory is
-written) →
+Data flow: spec → grid (``ncjax.spec.expand``; ``spec.load`` and ``solvable.check`` have
+refused what ``solver.prepare`` would, and the chunk size is checked, before the run
+directory is written) →
 chunks (``plan``: at most ``chunk_size`` configurations sharing one K, not yet in a
 committed chunk, fewer where device memory is short) → ``solver.solve_sharded`` over every device of every process → one committed
 chunk each (``ncjax.store``, which owns the run directory's layout and the chunk format).
@@ -35,33 +35,17 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ncjax import batching, claims, dtypes, solver, store
+from ncjax import batching, claims, dtypes, solvable, solver, store
 from ncjax import spec as _spec
 from ncjax.chunks import SAVED
-from ncjax.reading import SweepGrid, load
-from ncjax.store import DEFAULT_CHUNK, RunError
+from ncjax.reading import RESUMING, SweepGrid, load
+from ncjax.store import DEFAULT_CHUNK, Interrupted, RunError  # noqa: F401 - re-exported
 from ncjax.validate import InputError
 
 __all__ = ["DEFAULT_CHUNK", "Interrupted", "RunError", "SweepGrid", "bytes_per_config",
            "check_chunk_size", "load", "memory_budget", "plan", "resume", "run"]
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class Interrupted(KeyboardInterrupt):
-    """A sweep stopped by a signal after its last committed chunk: ``signum``, the run
-    directory ``out``, the configurations ``done`` of ``total``. Everything committed is
-    kept; ``ncjax resume out`` continues."""
-
-    def __init__(self, signum: int, out: Path, done: int, total: int, how: str = ""):
-        super().__init__(signum, out, done, total)
-        self.signum, self.out, self.done, self.total = signum, Path(out), done, total
-        self.how = how  # the resume command's options, e.g. " --worker 0/4"
-
-    def __str__(self):
-        return (f"interrupted by {signal.Signals(self.signum).name}: {self.done} of "
-                f"{self.total} configurations done and saved; continue with "
-                f"`ncjax resume {self.out}{self.how}`")
 
 
 @contextlib.contextmanager
@@ -195,6 +179,7 @@ def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, qui
                                        f"({e.strerror})") from None
                 _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file,
                               stopping)
+                held = chunks.committed
             finally:
                 chunks.close()
             if not _all_ok(stopping() is None):
@@ -202,7 +187,7 @@ def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, qui
     finally:
         if primary:
             lock.__exit__()
-    return load(out, surveyed=True)
+    return load(out, surveyed=True if held is None else held)
 
 
 def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file,
@@ -212,7 +197,7 @@ def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, fil
     next chunk once ``stopping()`` returns a signal (in every process at once)."""
     total = done.size
     if done.any():
-        log(f"resuming: {int(done.sum())} of {total} configurations already done")
+        log(RESUMING.format(done=int(done.sum()), total=total))
     if done.all():
         return
     blocks = _block_sizes(grid)
@@ -293,7 +278,7 @@ def _solve(spec, grid, idx: np.ndarray, size: int, blocks: dict):
     r = solver.solve_sharded(
         grid.counts(rows), p["lam_W"], p["lam_H"], p["lam_b"],
         d=int(p["d"][0]), m=int(spec.problem.get("m", 1)), seed=p["seed"],
-        key_index=rows, loss=_spec.loss_at(spec.problem, spec.axes, p),
+        key_index=rows, loss=solvable.loss_at(spec.problem, spec.axes, p),
         bias=spec.problem.get("bias", True), devices=devices, **opts)
     jax.block_until_ready(r)
     return r, np.concatenate([idx, np.full(width - idx.size, -1)])
@@ -344,7 +329,7 @@ def run(spec_path, out, *, chunk_size: int | None = None, quiet: bool = False,
 
 
 def _checked(spec_path, chunk_size):
-    sp = _spec.load(spec_path)
+    sp = solvable.check(_spec.load(spec_path))
     size = check_chunk_size(sp.run.get("chunk_size", DEFAULT_CHUNK) if chunk_size is None
                             else chunk_size)
     return sp, size, _spec.expand(sp)

@@ -95,3 +95,50 @@ def test_importing_ncjax_changes_no_environment():
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "None"
+
+
+def test_each_loss_factory_takes_the_parameters_named_once():
+    """``names.LOSS_PARAMETERS`` (what specs and the CLI read without JAX) lists the losses
+    and, for each, exactly its factory's arguments."""
+    import inspect
+
+    from ncjax import losses, names
+    assert set(losses.LOSSES) == set(names.LOSS_PARAMETERS)
+    for name, factory in losses.LOSSES.items():
+        assert tuple(inspect.signature(factory).parameters) == names.LOSS_PARAMETERS[name]
+
+
+def test_show_reads_a_run_without_importing_jax(tmp_path):
+    """``ncjax show``, and ``ncjax resume`` of a finished run, read only a run's index and
+    its spec: they start without JAX, optax, orbax or matplotlib (a second and more of
+    imports). On a damaged chunk show still says so in one line, and resume repairs it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import TWO_CLUSTER
+    (tmp_path / "s.toml").write_text(TWO_CLUSTER + "n_B = 20\nlam = 0.004\n[axes]\n"
+                                     "seed = [0, 1]\n[run]\nchunk_size = 1\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    subprocess.run([sys.executable, "-m", "ncjax", "sweep", str(tmp_path / "s.toml"), "--out",
+                    str(tmp_path / "r")], env=env, check=True, capture_output=True, timeout=300)
+    code = ("import sys, ncjax.cli; rc = ncjax.cli.main([sys.argv[1], sys.argv[2]]); print(rc, "
+            "[m for m in ('jax', 'optax', 'orbax', 'matplotlib') if m in sys.modules])")
+    for command in ("show", "resume"):
+        out = subprocess.run([sys.executable, "-c", code, command, str(tmp_path / "r")],
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.stdout.strip().endswith("0 []"), (out.stdout, out.stderr)
+        assert "status converged 2" in out.stdout, out.stdout
+    assert out.stderr.strip() == "ncjax: resuming: 2 of 2 configurations already done"
+    e = json.loads((tmp_path / "r" / "index" / "1.json").read_text())
+    victim = tmp_path / "r" / "chunks" / "1" / next(iter(e["files"]))
+    victim.write_bytes(victim.read_bytes() + b"x")  # its quick check fails: verified in full
+    out = subprocess.run([sys.executable, "-m", "ncjax", "show", str(tmp_path / "r")], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "chunk 1 is damaged" in out.stderr and "ncjax resume" in out.stderr, out.stderr
+    out = subprocess.run([sys.executable, "-m", "ncjax", "resume", str(tmp_path / "r")],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and "chunk 1 is damaged" in out.stderr, out.stderr
+    assert "status converged 2" in out.stdout and (tmp_path / "r" / "damaged" / "1").is_dir()

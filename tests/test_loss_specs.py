@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import ncjax
-from ncjax import reference, spec
+from ncjax import reference, solvable, spec
 from ncjax.cli import main
 from tests.conftest import TWO_CLUSTER, run_spec
 
@@ -57,7 +57,7 @@ def test_bad_loss_parameters_in_a_spec(tmp_path, capsys, edit, key, needle):
     text = VS.replace("gamma = 0.5", edit)
     (tmp_path / "s.toml").write_text(text)
     with pytest.raises(spec.SpecError, match=key.replace("[", r"\[").replace("]", r"\]")):
-        spec.loads(text, "s.toml")
+        solvable.check(spec.loads(text, "s.toml"))
     assert main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and key in err[0] and needle in err[0], err
@@ -75,7 +75,7 @@ def test_bad_loss_parameters_in_a_spec(tmp_path, capsys, edit, key, needle):
 ])
 def test_bad_values_name_their_key(text, key):
     with pytest.raises(spec.SpecError, match=key.replace("[", r"\[").replace("]", r"\]")):
-        spec.loads(text, "s.toml")
+        solvable.check(spec.loads(text, "s.toml"))
 
 
 def test_weight_B_is_the_two_clusters_weights(tmp_path_factory):
@@ -89,9 +89,9 @@ def test_weight_B_is_the_two_clusters_weights(tmp_path_factory):
                                          params={"weights": [1, 1, w, w]})
         assert g["objective"][i] == pytest.approx(P, rel=1e-7)
     with pytest.raises(spec.SpecError, match=r"\[axes\].weight_B"):
-        spec.loads(text.replace("weighted_ce", "vs"), "s.toml")
+        solvable.check(spec.loads(text.replace("weighted_ce", "vs"), "s.toml"))
     with pytest.raises(spec.SpecError, match=r"\[axes\].weight_B: expected weights > 0"):
-        spec.loads(text.replace("[1.0, 5.0]", "[1.0, -5.0]"), "s.toml")
+        solvable.check(spec.loads(text.replace("[1.0, 5.0]", "[1.0, -5.0]"), "s.toml"))
 
 
 def test_cli_loss_and_its_parameters(capsys):

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ncjax import solvable
 from ncjax import spec as S
 from ncjax.grid import profile_counts, spec_error
 from ncjax.problem import to_half
@@ -91,8 +92,8 @@ seed = [0, 1]
 
 
 def _refused(text, *words):
-    with pytest.raises(S.SpecError) as e:
-        S.loads(text, "sweeps/x.toml")
+    with pytest.raises(S.SpecError) as e:  # as a sweep refuses it: the spec, then the engine
+        solvable.check(S.loads(text, "sweeps/x.toml"))
     msg = str(e.value)
     assert msg.startswith("sweeps/x.toml: "), msg
     for w in words:

@@ -3,6 +3,7 @@ format (index -1 for padding rows, dropped on reading; nested metrics flattened)
 index entries and checksums, and load of a partly written grid (missing cells NaN / -1 /
 "missing")."""
 
+import hashlib
 import json
 import os
 import socket
@@ -58,7 +59,13 @@ def test_create_and_open_run(run_dir, tmp_path):
     assert meta["loss"] == {"name": "ce", "params": {}, "axes": []}
     assert meta["chunk_size"] == 4 and meta["source"] == str(tmp_path / "spec.toml")
     assert meta["grid_shape"] == [2, 3] and meta["cells"] == 6 and meta["format"] == 1
-    assert set(meta["versions"]) == {"ncjax", "jax", "orbax"}
+    import importlib.metadata
+
+    import ncjax
+    assert meta["versions"] == {"ncjax": ncjax.__version__, **{
+        k: importlib.metadata.version(d) for k, d in (
+            ("jax", "jax"), ("jaxlib", "jaxlib"), ("optax", "optax"),
+            ("orbax", "orbax-checkpoint"), ("numpy", "numpy"))}}
     r = store.open_run(out)
     assert r.meta == meta and r.kind == "run" and r.chunk_size == 4
     assert r.spec.text == SPEC and r.spec.path == str(out / "spec.toml")
@@ -121,10 +128,13 @@ def test_chunk_format_and_load(run_dir):
     on_disk = {p.relative_to(out / "chunks" / "0").as_posix()
                for p in (out / "chunks" / "0").rglob("*")}
     assert set(e0["files"]) == {p for p in on_disk if (out / "chunks" / "0" / p).is_file()}
-    assert set(e0["stat"]) == on_disk | {"."}  # every file and directory, and the chunk's
-    st = os.stat(out / "chunks" / "0" / "_CHECKPOINT_METADATA")
-    assert e0["stat"]["_CHECKPOINT_METADATA"] == [st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-                                                  st.st_ino]
+    # the record: one digest of [size, mtime, ctime, inode] of the chunk's directory, its
+    # directories (each holds a file) and its files, in that order
+    dirs = sorted({"."} | {p for p in on_disk if (out / "chunks" / "0" / p).is_dir()})
+    rows = [(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for st in
+            (os.stat(out / "chunks" / "0" / p) for p in dirs + list(e0["files"]))]
+    assert e0["stat"] == {"sha256": hashlib.sha256(np.array(rows, np.int64).tobytes()).hexdigest(),
+                          "newest": max(max(r[1], r[2]) for r in rows)}
     # the tally of its 2 cells (padding row left out): objectives 0 and 1, statuses 0 and 1
     t = e0["tally"]
     assert t["cells"] == 2 and t["objective"] == [0.0, 1.0]

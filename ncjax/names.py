@@ -1,0 +1,23 @@
+"""The names that a spec, a run's files and the command line spell, one copy each, without
+JAX (so that reading a run's index, ``ncjax show``, starts without the engine):
+
+    RUNNING … UNCERTIFIED, STATUS_NAMES   a solve's status codes and their names, in code
+                          order (``ncjax.stopping`` states what each means)
+    OPTIMIZERS            the factored solver's optimisers (``ncjax.optimizers``)
+    DEFAULT_MAX_STEPS     the factored solver's default step budget (``ncjax.stopping``)
+    LOSS_PARAMETERS       each loss's name → its parameters' names (``ncjax.losses``,
+                          whose factories take exactly these)
+
+The modules that own each concept re-export their names from here.
+"""
+
+from __future__ import annotations
+
+RUNNING, CONVERGED, MAX_STEPS, DIVERGED, UNCERTIFIED = -1, 0, 1, 2, 3
+STATUS_NAMES = ("converged", "max_steps", "diverged", "uncertified")
+
+OPTIMIZERS = ("lbfgs", "adam", "gd")
+DEFAULT_MAX_STEPS = 5000
+
+LOSS_PARAMETERS = {"ce": (), "label_smoothing": ("alpha",), "weighted_ce": ("weights",),
+                   "logit_adjusted": ("tau",), "vs": ("gamma", "tau"), "mse": ()}
