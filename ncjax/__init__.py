@@ -15,7 +15,8 @@ __version__ = "0.1.0"
 _OWNERS = {"InputError": "validate", "NCJaxWarning": "validate", "Problem": "problem",
            "Result": "solver", "solve": "solver", "load": "reading", "configure_cpu": "xla",
            "thresholds": "phases", "Thresholds": "phases"}
-_MODULES = ("losses", "metrics", "model", "problem", "profiles", "spec", "sweep", "theory")
+_MODULES = ("losses", "metrics", "model", "plot", "problem", "profiles", "spec", "sweep",
+            "theory")
 
 __all__ = sorted(_OWNERS) + list(_MODULES) + ["__version__"]
 

@@ -16,9 +16,16 @@ import warnings
 
 from ncjax import claims, commands, names
 from ncjax.convention import CONVENTIONS
-from ncjax.store import Interrupted
+from ncjax import __version__
+from ncjax.store import Interrupted, versions
 from ncjax.validate import InputError, NCJaxWarning
 from ncjax.xla import configure_cpu
+
+
+def _add_quiet(parser) -> None:
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress and no notes on stderr (errors, warnings and the "
+                             "summary on stdout remain)")
 
 
 def _add_distributed(parser) -> None:
@@ -48,6 +55,8 @@ def _add_distributed(parser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ncjax", description=__doc__.splitlines()[0])
+    deps = ", ".join(f"{k} {v}" for k, v in versions().items() if k != "ncjax")
+    p.add_argument("--version", action="version", version=f"ncjax {__version__} ({deps})")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("solve", help="solve one UFM configuration and print its metrics")
     s.add_argument("--counts", required=True,
@@ -72,7 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "weights=1,1,5 (one value per class); repeat for each")
     s.add_argument("--no-bias", dest="no_bias", action="store_true",
                    help="the model W h without a bias (the SELI setting); --lam-b unused")
-    s.add_argument("--x64", action="store_true", help="solve in float64")
+    s.add_argument("--method", choices=names.METHODS, default="ufm",
+                   help="ufm: an optimiser on (W, H, b) (default); convex: the convex form, "
+                        "then factorised")
+    s.add_argument("--dtype", choices=names.DTYPES, default=None,
+                   help="the solve's dtype (default float32; the certificate is float64)")
+    s.add_argument("--x64", action="store_true", help="the same as --dtype float64")
+    s.add_argument("--gap-tol", dest="gap_tol", type=float, default=None,
+                   help="converged means certified: duality gap <= GAP_TOL * |F| (default "
+                        "by dtype)")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(run=commands.do_solve)
 
@@ -80,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("spec")
     sw.add_argument("--out", required=True, help="new run directory")
     sw.add_argument("--chunk-size", dest="chunk_size", type=int, default=None)
+    _add_quiet(sw)
     _add_distributed(sw)
     sw.set_defaults(run=commands.do_sweep)
     rs = sub.add_parser("resume", help="continue a stopped or killed sweep")
@@ -87,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--verify", action="store_true",
                     help="read and checksum every chunk, not only check that its files are "
                          "those it was written with")
+    _add_quiet(rs)
     _add_distributed(rs)
     rs.set_defaults(run=commands.do_resume)
     sh = sub.add_parser("show", help="axes, progress, status counts and headline metrics")
@@ -112,12 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--m", type=int, default=None,
                     help="with --trace: features per class of the re-solve (default the "
                          "run's m; NC1 needs m >= 2). Another m is another random start.")
+    pl.add_argument("--size", default=None,
+                    help="the figure's size preset (ncjax.style.SIZES): column (a paper's "
+                         "column, 3.4 in), full (its text width, 7 in; the default) or slide")
     pl.set_defaults(run=commands.do_plot)
     rp = sub.add_parser("report", help="write a markdown report of a sweep's agreement "
                         "with the theory (collapse, boundary, gap, cosines)")
     rp.add_argument("dir")
     rp.add_argument("--out", default=None, help="markdown file (default DIR/report.md)")
     rp.set_defaults(run=commands.do_report)
+    ex = sub.add_parser("export", help="write a run's fields for other tools: netCDF (every "
+                        "field, with its axes, classes and attributes) or CSV (a row a cell)")
+    ex.add_argument("dir")
+    ex.add_argument("--to", default="netcdf", help="netcdf (default) or csv")
+    ex.add_argument("--out", default=None, help="the file (default DIR/run.nc or DIR/run.csv)")
+    ex.set_defaults(run=commands.do_export)
     sub.add_parser(  # its options are ncjax.bench's own (``ncjax bench --help``)
         "bench", add_help=False, help="time to solution of the standard minority-collapse "
         "grid beside its baselines (one configuration a call, cvxpy), on the current device "

@@ -19,7 +19,7 @@ import numpy as np
 from ncjax import analysis, claims, diagram, reading, remedies, report
 from ncjax.validate import MAX_CLASSES, InputError, as_out_path
 
-__all__ = ["NEEDS", "do_bench", "do_plot", "do_report", "do_resume", "do_show", "do_solve",
+__all__ = ["NEEDS", "do_bench", "do_export", "do_plot", "do_report", "do_resume", "do_show", "do_solve",
            "do_sweep", "parse_counts", "parse_loss", "preload", "result_json"]
 
 
@@ -34,7 +34,7 @@ def _lazy(name: str):
 
 # the modules each command needs beyond this one's, imported before it starts (``preload``)
 NEEDS = {"solve": ("losses", "solver"), "sweep": ("sweep",), "resume": ("sweep",),
-         "plot": ("plot", "groups"), "bench": ("bench",)}
+         "plot": ("plot", "groups"), "bench": ("bench",), "export": ("export",)}
 
 
 def preload(args) -> None:
@@ -120,6 +120,12 @@ def parse_loss(name: str, items: list[str]):
     return _lazy("losses").get(name, **params)
 
 
+def _dtype(args) -> str:
+    if args.x64 and args.dtype not in (None, "float64"):
+        raise InputError(f"--x64 and --dtype {args.dtype}: give one")
+    return "float64" if args.x64 else args.dtype or "float32"
+
+
 def do_solve(args) -> int:
     import jax  # as ``_lazy``: only the commands that solve import JAX
 
@@ -129,8 +135,8 @@ def do_solve(args) -> int:
         r = _lazy("solver").solve(counts, args.lam_W, args.lam_H, args.lam_b, d=args.d, m=args.m,
                          seed=args.seed, convention=args.convention, optimizer=args.optimizer,
                          max_steps=args.max_steps, gtol=args.gtol, bias=not args.no_bias,
-                         loss=loss,
-                         dtype="float64" if args.x64 else "float32")
+                         loss=loss, method=args.method, gap_tol=args.gap_tol,
+                         dtype=_dtype(args))
     except jax.errors.JaxRuntimeError as e:
         oom = re.search(r"[Oo]ut of memory[^.\n]*|RESOURCE_EXHAUSTED[^.\n]*", str(e))
         if oom is None:
@@ -177,8 +183,8 @@ def _spawn(args, out) -> int:
     """--workers N: N processes ``ncjax resume OUT --worker i/N`` (the run made first, here,
     so that a refusal is one line), waited for; then the grid shown."""
     n, extra = args.workers, ["--claim-timeout", repr(args.claim_timeout)]
-    if getattr(args, "verify", False):
-        extra.append("--verify")
+    extra += [f for f, on in (("--verify", getattr(args, "verify", False)),
+                              ("--quiet", args.quiet)) if on]
     rc = claims.launch(lambda i: claims.worker_argv("resume", out, None, i, n, extra), n)
     if rc in (128 + signal.SIGINT, 128 + signal.SIGTERM):
         print(f"ncjax: workers stopped by {signal.Signals(rc - 128).name}; continue with "
@@ -195,7 +201,7 @@ def do_sweep(args) -> int:
         return _spawn(args, args.out)
     primary = _distributed(args)
     g = _lazy("sweep").run(args.spec, args.out, chunk_size=args.chunk_size, worker=worker,
-                  claim_timeout=args.claim_timeout)
+                           claim_timeout=args.claim_timeout, quiet=args.quiet)
     if primary:
         print(report.show(g.overview(), args.out))
     return 0
@@ -204,7 +210,8 @@ def do_sweep(args) -> int:
 def do_resume(args) -> int:
     if args.finished is not None:  # nothing to do (``preload``): said as a resume says it
         n = int(args.finished.done.size)
-        print("ncjax: " + reading.RESUMING.format(done=n, total=n), file=sys.stderr)
+        if not args.quiet:
+            print("ncjax: " + reading.RESUMING.format(done=n, total=n), file=sys.stderr)
         print(report.show(args.finished.overview(), args.dir))
         return 0
     worker = _worker_mode(args)
@@ -213,7 +220,7 @@ def do_resume(args) -> int:
         return _spawn(args, args.dir)
     primary = _distributed(args)
     g = _lazy("sweep").resume(args.dir, worker=worker, claim_timeout=args.claim_timeout,
-                              verify=args.verify)
+                              verify=args.verify, quiet=args.quiet)
     if primary:
         print(report.show(g.overview(), args.dir))
     return 0
@@ -362,6 +369,15 @@ def do_report(args) -> int:
     print(report.headline(analysis.agreement(g)))
     return 0
 
+
+
+def do_export(args) -> int:
+    """Write the run ``args.dir`` as netCDF or CSV (``ncjax.export``); print where."""
+    export = _lazy("export")
+    path = Path(args.out) if args.out else Path(args.dir) / f"run{export.FORMATS.get(args.to, '')}"
+    export.check(path, args.to)  # before the run is read
+    print(f"wrote {export.write(reading.load(args.dir), path, args.to)}")
+    return 0
 
 
 def do_bench(args) -> int:

@@ -13,7 +13,7 @@ import contextlib
 
 import jax
 
-DTYPES = ("float32", "float64")
+from ncjax.names import DTYPES  # noqa: F401 - re-exported
 
 
 def x64(enabled: bool):

@@ -3,6 +3,9 @@ JAX (so that reading a run's index, ``ncjax show``, starts without the engine):
 
     RUNNING … UNCERTIFIED, STATUS_NAMES   a solve's status codes and their names, in code
                           order (``ncjax.stopping`` states what each means)
+    METHODS               ``ncjax.solve``'s methods (``ncjax.solver``): "ufm", an optimiser on
+                          (W, H, b); "convex", the convex form (``ncjax.convex``), factorised
+    DTYPES                the dtypes a solve runs in (``ncjax.dtypes``)
     OPTIMIZERS            the factored solver's optimisers (``ncjax.optimizers``)
     DEFAULT_MAX_STEPS     the factored solver's default step budget (``ncjax.stopping``)
     LOSS_PARAMETERS       each loss's name → its parameters' names (``ncjax.losses``,
@@ -16,6 +19,8 @@ from __future__ import annotations
 RUNNING, CONVERGED, MAX_STEPS, DIVERGED, UNCERTIFIED = -1, 0, 1, 2, 3
 STATUS_NAMES = ("converged", "max_steps", "diverged", "uncertified")
 
+METHODS = ("ufm", "convex")
+DTYPES = ("float32", "float64")
 OPTIMIZERS = ("lbfgs", "adam", "gd")
 DEFAULT_MAX_STEPS = 5000
 

@@ -14,6 +14,7 @@ missing.
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class SweepGrid:
         self.axes, self.done, self.spec = axes, done, spec
         self._fields, self._status, self._read = fields, status, read
         self.tally = None  # of the solved cells, from the index (``load``), or None
+        self.meta = None   # the run's manifest (``load``), or None
         self.shape = tuple(v.size for v in axes.values())
         self._cells = (np.arange(int(np.prod(self.shape))).reshape(self.shape)
                        if cells is None and read is not None else cells)
@@ -78,10 +80,13 @@ class SweepGrid:
             raise InputError(f"no axis {sorted(where)}; the axes are {list(self.axes)}")
         idx = tuple(index)
         if self._fields is None:
-            return SweepGrid(axes, None, None, self.done[idx], self.spec, self._read,
-                             self._cells[idx])
-        return SweepGrid(axes, {k: v[idx] for k, v in self._fields.items()},
-                         self._status[idx], self.done[idx], self.spec)
+            g = SweepGrid(axes, None, None, self.done[idx], self.spec, self._read,
+                          self._cells[idx])
+        else:
+            g = SweepGrid(axes, {k: v[idx] for k, v in self._fields.items()},
+                          self._status[idx], self.done[idx], self.spec)
+        g.meta = self.meta
+        return g
 
     def overview(self) -> dict:
         """What ``ncjax show`` prints (``tally.overview``): from the index's tallies for a
@@ -95,15 +100,55 @@ class SweepGrid:
         return tally.overview(self.shape, self.axes, t)
 
     def to_xarray(self):
-        """An xarray.Dataset of the fields that are one number per cell (xarray optional)."""
+        """Every stored field as an ``xarray.Dataset`` (``pip install 'ncjax[xarray]'``).
+
+        A variable a field, named as stored without its table ("metrics.nc1" → "nc1";
+        the theory's "theory.lam_star" → "theory_lam_star"), its dimensions the run's axes,
+        then (``DIMS``) "class" for a per-class value, ("logit", "class") for Z (column k
+        = class k's mean logits), ("class", "feature") for W and the class means,
+        ("class", "class_j") for a cosine matrix; booleans as 0/1 (NaN where missing),
+        "status" as text. Coordinates: every axis, and the classes; attributes: the run's
+        problem, solver and loss (JSON), the spec's text and the versions that wrote it."""
         try:
             import xarray as xr
         except ImportError:
-            raise ImportError("to_xarray needs xarray: pip install xarray") from None
-        dims = list(self.axes)
-        data = {k: (dims, v) for k, v in self.fields.items() if v.shape == self.shape}
-        data["status"] = (dims, self.status)
-        return xr.Dataset(data, coords=dict(self.axes))
+            raise ImportError("to_xarray needs xarray: pip install 'ncjax[xarray]'") from None
+        dims, data = list(self.axes), {"status": (list(self.axes), self.status)}
+        for key, v in self.fields.items():
+            table, _, name = key.rpartition(".")
+            extra = _dims_of(name, v.ndim - len(dims))
+            data[f"theory_{name}" if table == "theory" else name] = (dims + extra, v)
+        coords = dict(self.axes)
+        K = next((v.shape[len(dims)] for k, v in self.fields.items() if k == "b"), None)
+        if K is not None:
+            coords |= {"class": np.arange(K), "logit": np.arange(K), "class_j": np.arange(K)}
+        attrs = {"problem": json.dumps(self.spec.problem, default=_plain),
+                 "solver": json.dumps(self.spec.solver, default=_plain),
+                 "convention": "half: (lam/2)||.||^2 for lam_W, lam_H, lam_b; lam = "
+                               "sqrt(lam_W lam_H) (DESIGN.md)",
+                 "spec": self.spec.text}
+        meta = self.meta or {}
+        attrs |= {k: json.dumps(meta[k]) for k in ("loss", "versions") if k in meta}
+        return xr.Dataset(data, coords=coords, attrs=attrs)
+
+
+# the dimensions of a field's per-cell axes (``SweepGrid.to_xarray``), by its name
+DIMS = {"Z": ("logit", "class"), "W": ("class", "feature"),
+        "class_means": ("class", "feature")}
+
+
+def _dims_of(name: str, ndim: int) -> list[str]:
+    if ndim == 0:
+        return []
+    if name in DIMS:
+        return list(DIMS[name])
+    if ndim == 2 and name.startswith("cos_"):
+        return ["class", "class_j"]
+    return ["class"] if ndim == 1 else [f"{name}_{i}" for i in range(ndim)]
+
+
+def _plain(v):
+    return v.tolist() if isinstance(v, np.ndarray) else str(v)
 
 
 def _damaged(out: Path, step: int, why: str, skip: bool) -> None:
@@ -217,6 +262,7 @@ def load(out, *, skip_damaged: bool = False, surveyed: bool | dict = False) -> S
             done[checked[step]["index"]] = True
     read = functools.partial(_read, out, entries, checked, total, skip_damaged)
     g = SweepGrid(dict(sp.axes), None, None, done.reshape(grid.shape), sp, read)
+    g.meta = run.meta
     g.tally = tally.merge(parts)
     return g
 

@@ -32,13 +32,10 @@ from ncjax import (batching, convex, dual, loop, metrics, model, natural, optimi
                    stopping, theory)
 from ncjax import problem as problem_
 from ncjax.dtypes import DTYPES, precise, x64
+from ncjax.names import METHODS  # noqa: F401 - re-exported
 from ncjax.problem import Problem
 from ncjax.tolerances import GAP_RTOL
 from ncjax.validate import InputError, as_counts, as_int, as_lam, as_seeds, warn_small_d
-
-# "ufm": an optimiser on (W, H, b) in natural coordinates; "convex": the convex form by
-# ``ncjax.convex`` (K × K per configuration, stops on the certified gap), then factorised.
-METHODS = ("ufm", "convex")
 
 
 class Result(NamedTuple):

@@ -36,6 +36,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from ncjax import batching, claims, dtypes, solvable, solver, store
+from ncjax.progress import Progress
 from ncjax import spec as _spec
 from ncjax.chunks import SAVED
 from ncjax.reading import RESUMING, SweepGrid, load
@@ -128,14 +129,6 @@ def memory_budget(devices) -> int:
     return int(0.25 * phys / max(1, jax.local_device_count()))
 
 
-def _progress(done, total, rate, t_left, file):
-    width = 30
-    fill = int(width * done / max(total, 1))
-    eta = "--:--" if not np.isfinite(t_left) else time.strftime("%M:%S", time.gmtime(t_left))
-    print(f"\r[{'#' * fill}{'.' * (width - fill)}] {done}/{total} configurations  "
-          f"{rate:.1f}/s  ETA {eta}", end="", file=file, flush=True)
-
-
 def check_chunk_size(size) -> int:
     """``size`` if it is a chunk size (an integer >= 1), else RunError."""
     if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
@@ -203,6 +196,7 @@ def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, fil
     blocks = _block_sizes(grid)
     size = _fitting(spec, grid, chunk_size, blocks, log)
     t0, n_new, n_done = time.perf_counter(), 0, int(done.sum())
+    bar = Progress(total, file)
     # planned once (O(cells)), again only when a chunk is halved: the pieces of a plan are
     # the next ones of the plan made after each of them
     pending = plan(grid, size, done)[::-1]
@@ -225,11 +219,9 @@ def _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, fil
             done[idx] = True
             n_done, n_new = n_done + idx.size, n_new + idx.size
             if say:
-                rate = n_new / max(time.perf_counter() - t0, 1e-9)
-                _progress(n_done, total, rate, (total - n_done) / rate if rate else np.inf,
-                          file)
+                bar.update(n_done, n_new, final=not pending)
     if say and n_new:
-        print(file=file)
+        bar.close()
         dt = time.perf_counter() - t0
         log(f"solved {n_new} configurations in {dt:.1f} s ({n_new / dt:.1f}/s)")
 

@@ -78,3 +78,74 @@ def test_small_d_warns_on_the_command_line(capsys):
 
 def test_parse_counts():
     assert parse_counts("2x500,100") == [500.0, 500.0, 100.0]
+
+
+def test_solve_chooses_method_dtype_and_gap_tol(capsys):
+    """--method convex --dtype float64 --gap-tol: the convex optimum, certified to the gap
+    asked; --x64 with another --dtype is one error line."""
+    assert main(ARGS + ["--json", "--method", "convex", "--dtype", "float64",
+                        "--gap-tol", "1e-10"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    P_star, _, _ = convex_optimum((500.0, 500.0, 100.0, 100.0, 100.0),
+                                  np.sqrt(0.01 * 0.0004), 0.002)
+    assert out["converged"] is True and out["gap"] <= 1e-10 * abs(out["objective"])
+    np.testing.assert_allclose(out["objective"], P_star, rtol=1e-8)
+    assert main(ARGS + ["--x64", "--dtype", "float32"]) == 2
+    assert capsys.readouterr().err.strip() == "ncjax: error: --x64 and --dtype float32: give one"
+
+
+def test_version_names_ncjax_and_its_engine():
+    import importlib.metadata
+
+    import ncjax
+    out = subprocess.run([sys.executable, "-m", "ncjax", "--version"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0
+    assert out.stdout.startswith(f"ncjax {ncjax.__version__} (jax "
+                                 f"{importlib.metadata.version('jax')}, "), out.stdout
+
+
+def test_clock_keeps_hours():
+    from ncjax.progress import clock
+    assert [clock(s) for s in (0, 59.4, 61, 3960, 90061, float("inf"))] == [
+        "0:00", "0:59", "1:01", "1:06:00", "25:01:01", "--:--"]
+
+
+def test_progress_is_plain_lines_in_a_log_and_a_bar_on_a_terminal(monkeypatch):
+    import io
+
+    from ncjax.progress import Progress
+    log = io.StringIO()
+    bar = Progress(100, log, every=3600)
+    for done in range(10, 101, 10):
+        bar.update(done, done, final=done == 100)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 2  # the first and the last
+    assert lines[-1].startswith("[" + "#" * 30 + "] 100/100 configurations")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    tty = Terminal()
+    bar = Progress(100, tty, every=3600)
+    for done in (50, 100):
+        bar.update(done, done)
+    bar.close()
+    assert tty.getvalue().count("\r") == 2 and tty.getvalue().endswith("\n")
+
+
+def test_quiet_sweep_and_resume_write_nothing_on_stderr(tmp_path, capsys):
+    from tests.conftest import TWO_CLUSTER
+    (tmp_path / "s.toml").write_text(TWO_CLUSTER + "n_B = 20\nlam = 0.004\n[axes]\n"
+                                     "seed = [0, 1]\n")
+    assert main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "r"),
+                 "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and "status converged 2" in out.out
+    assert main(["resume", str(tmp_path / "r"), "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert out.err == "" and "status converged 2" in out.out
+    assert main(["resume", str(tmp_path / "r")]) == 0
+    assert capsys.readouterr().err == "ncjax: resuming: 2 of 2 configurations already done\n"
