@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("spec")
     sw.add_argument("--out", required=True, help="new run directory")
     sw.add_argument("--chunk-size", dest="chunk_size", type=int, default=None)
+    sw.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                    help="override a value of the spec, e.g. solver.method=convex or "
+                         "axes.seed=[0,1] (VALUE in TOML); repeatable; the run keeps the "
+                         "spec as overridden")
     _add_quiet(sw)
     _add_distributed(sw)
     sw.set_defaults(run=commands.do_sweep)

@@ -197,11 +197,11 @@ def _spawn(args, out) -> int:
 def do_sweep(args) -> int:
     worker = _worker_mode(args)
     if args.workers is not None:
-        _lazy("sweep").join(args.spec, args.out, chunk_size=args.chunk_size)
+        _lazy("sweep").join(args.spec, args.out, chunk_size=args.chunk_size, sets=args.set)
         return _spawn(args, args.out)
     primary = _distributed(args)
     g = _lazy("sweep").run(args.spec, args.out, chunk_size=args.chunk_size, worker=worker,
-                           claim_timeout=args.claim_timeout, quiet=args.quiet)
+                           claim_timeout=args.claim_timeout, quiet=args.quiet, sets=args.set)
     if primary:
         print(report.show(g.overview(), args.out))
     return 0

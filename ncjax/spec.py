@@ -36,7 +36,9 @@ cell by cell.
 
 from __future__ import annotations
 
+import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import NamedTuple
@@ -260,8 +262,53 @@ def loads(text: str, path: str = "<spec>") -> Spec:
     return Spec(path, problem, axes, solver, run, text)
 
 
-def load(path) -> Spec:
-    """Read and check a spec file (UTF-8 TOML)."""
+def _value(v) -> str:
+    """``v`` (what tomllib reads: a bool, number, string, array or inline table) as TOML."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # JSON's escapes are TOML's basic string's
+    if isinstance(v, list):
+        return "[" + ", ".join(map(_value, v)) + "]"
+    return "{" + ", ".join(f"{k} = {_value(x)}" for k, x in v.items()) + "}"
+
+
+def dumps(raw: dict) -> str:
+    """A spec's tables (``tomllib.loads`` of it) as TOML text."""
+    return "".join(f"[{t}]\n" + "".join(f"{k} = {_value(v)}\n" for k, v in keys.items())
+                   for t, keys in raw.items())
+
+
+def override(text: str, sets, path: str = "<spec>") -> str:
+    """The spec ``text`` with each of ``sets`` ("TABLE.KEY=VALUE", e.g. "solver.method=convex"
+    or "axes.seed=[0, 1]"; VALUE a TOML value, or a bare word for a string) applied, as
+    TOML text headed by a comment naming them (the spec a run then stores and resumes)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: not valid TOML: {e}") from None
+    for item in sets:
+        key, eq, value = item.partition("=")
+        table, dot, name = key.strip().partition(".")
+        if not (eq and dot and name and table in TABLES):
+            raise SpecError(f"--set {item!r}: expected TABLE.KEY=VALUE with TABLE one of "
+                            f"{sorted(TABLES)}")
+        try:
+            v = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            if not re.fullmatch(r"[A-Za-z_][\w.-]*", value.strip()):
+                raise SpecError(f"--set {item!r}: {value.strip()!r} is not a TOML value") from None
+            v = value.strip()
+        raw.setdefault(table, {})[name.strip()] = v
+    head = f"# {path} with " + " ".join(f"--set {s}" for s in sets) + "\n"
+    return head + dumps(raw)
+
+
+def load(path, sets=()) -> Spec:
+    """Read and check a spec file (UTF-8 TOML), with the overrides ``sets`` (``override``)
+    applied."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -270,4 +317,4 @@ def load(path) -> Spec:
     except UnicodeDecodeError as e:
         raise SpecError(f"{p}: not UTF-8 text (byte {e.start}: "
                         f"{e.object[e.start:e.start + 1]!r}); a spec is a TOML file") from None
-    return loads(text, str(p))
+    return loads(override(text, sets, str(p)) if sets else text, str(p))

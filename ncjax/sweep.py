@@ -298,17 +298,20 @@ def _solve_pieces(spec, grid, idx: np.ndarray, size: int, blocks: dict, log):
 
 
 def run(spec_path, out, *, chunk_size: int | None = None, quiet: bool = False,
-        worker=None, claim_timeout: float = claims.CLAIM_TIMEOUT) -> SweepGrid:
+        worker=None, claim_timeout: float = claims.CLAIM_TIMEOUT, sets=()) -> SweepGrid:
     """Start a sweep of the spec at ``spec_path`` in the new directory ``out``; returns the
     loaded grid (``load``). Everything is checked (the spec, the solver's settings, the
     chunk size, ``out``: ``store.check_new``) before anything is written. With several
     processes (``jax.distributed.initialize`` called first) every process calls it with
     the same arguments and ``out`` on a file system they share; each solves its
     addressable shards and orbax writes the chunks. ``worker=(i, n)``: worker i of n
-    independent processes (``join``; ``ncjax.claims``), each calling it."""
+    independent processes (``join``; ``ncjax.claims``), each calling it. ``sets``: the
+    spec's values overridden ("TABLE.KEY=VALUE", ``spec.override``); the run keeps the spec
+    as overridden."""
     if worker is not None:
-        return _work(*join(spec_path, out, chunk_size=chunk_size), worker, claim_timeout, quiet)
-    out, (sp, size, grid), err = Path(out), _checked(spec_path, chunk_size), None
+        return _work(*join(spec_path, out, chunk_size=chunk_size, sets=sets), worker,
+                     claim_timeout, quiet)
+    out, (sp, size, grid), err = Path(out), _checked(spec_path, chunk_size, sets), None
     if jax.process_index() == 0:
         try:
             store.create_run(out, sp, size, spec_path, grid.shape)
@@ -320,18 +323,18 @@ def run(spec_path, out, *, chunk_size: int | None = None, quiet: bool = False,
     return _execute(out, sp, grid._replace(spec=sp), size, quiet)
 
 
-def _checked(spec_path, chunk_size):
-    sp = solvable.check(_spec.load(spec_path))
+def _checked(spec_path, chunk_size, sets=()):
+    sp = solvable.check(_spec.load(spec_path, sets))
     size = check_chunk_size(sp.run.get("chunk_size", DEFAULT_CHUNK) if chunk_size is None
                             else chunk_size)
     return sp, size, _spec.expand(sp)
 
 
-def join(spec_path, out, *, chunk_size: int | None = None):
+def join(spec_path, out, *, chunk_size: int | None = None, sets=()):
     """(the opened run, its grid) for independent workers: ``out`` made a run of the spec
     (the checks of ``run``; of workers started together one writes its files) or its run
     of the same spec adopted (``store.join_run``)."""
-    sp, size, grid = _checked(spec_path, chunk_size)
+    sp, size, grid = _checked(spec_path, chunk_size, sets)
     r = store.join_run(out, sp, size, spec_path, grid.shape, asked=chunk_size)
     return r, grid._replace(spec=r.spec)
 

@@ -149,3 +149,37 @@ def test_quiet_sweep_and_resume_write_nothing_on_stderr(tmp_path, capsys):
     assert out.err == "" and "status converged 2" in out.out
     assert main(["resume", str(tmp_path / "r")]) == 0
     assert capsys.readouterr().err == "ncjax: resuming: 2 of 2 configurations already done\n"
+
+
+def test_set_overrides_a_spec_and_the_run_keeps_it(tmp_path, capsys):
+    """--set solver.method=convex --set axes.seed=[0,1]: the run is the one of the spec
+    edited by hand (same objectives), its spec.toml says so, and a resume keeps it; a bad
+    --set is one error line and nothing written."""
+    import ncjax
+    from ncjax import spec
+    from tests.conftest import TWO_CLUSTER
+    base = TWO_CLUSTER + "n_B = 20\nlam = 0.004\n[axes]\nseed = [5]\n"
+    (tmp_path / "s.toml").write_text(base)
+    (tmp_path / "edited.toml").write_text(base.replace("seed = [5]", "seed = [0, 1]")
+                                          + '[solver]\nmethod = "convex"\n')
+    assert main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "r"), "--quiet",
+                 "--set", "solver.method=convex", "--set", "axes.seed=[0, 1]"]) == 0
+    assert main(["sweep", str(tmp_path / "edited.toml"), "--out", str(tmp_path / "e"),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    g, e = ncjax.load(tmp_path / "r"), ncjax.load(tmp_path / "e")
+    assert g.spec.solver == {"method": "convex"} and list(g.axes["seed"]) == [0, 1]
+    np.testing.assert_array_equal(g["objective"], e["objective"])
+    stored = (tmp_path / "r" / "spec.toml").read_text()
+    assert stored.startswith(f"# {tmp_path / 's.toml'} with --set solver.method=convex")
+    assert spec.loads(stored).problem == spec.loads(base).problem
+    assert main(["resume", str(tmp_path / "r"), "--quiet"]) == 0
+    for bad, words in ((["--set", "solver.method"], "expected TABLE.KEY=VALUE"),
+                       (["--set", "nope.x=1"], "expected TABLE.KEY=VALUE"),
+                       (["--set", "solver.method=[1,"], "is not a TOML value"),
+                       (["--set", "solver.warp=1"], "[solver].warp")):
+        assert main(["sweep", str(tmp_path / "s.toml"), "--out", str(tmp_path / "x"),
+                     *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and words in err[0], err
+        assert not (tmp_path / "x").exists()
