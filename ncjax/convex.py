@@ -137,6 +137,14 @@ def init(problem: Problem) -> State:
                  jnp.asarray(stopping.RUNNING))
 
 
+def start(problem: Problem, Z: jax.Array, b: jax.Array) -> State:
+    """``init`` from the point (Z, b) instead of 0 (a warm start, e.g. from the solution of
+    a nearby problem): Y' = Z diag(sqrt(π)) with this problem's π; Z (K, K), b (K,)."""
+    s = init(problem)
+    Y = (Z * jnp.sqrt(problem.counts / jnp.sum(problem.counts))[None, :]).astype(s.Y.dtype)
+    return s._replace(Y=Y, Y_prev=Y, b=model.bias_of(b, problem).astype(s.b.dtype))
+
+
 def round_(s: State, problem: Problem, gtol, *, max_steps: int, check_every: int) -> State:
     """``check_every`` steps of ``step``, then the check: b refined
     (``dual.refine_bias``), P and the certificate at (Z, b), status set (converged if

@@ -4,16 +4,33 @@ Shapes: W (K, d), H (K, m, d), b (K,), n_k (K,). Vectors compared across classes
 z_k (column k of Z), h̄_k (class mean) and w_k (row k of W). Groups are the sets of
 classes sharing one count; "A" is the group of the largest count and "B" the group of
 the smallest (the two clusters of the two-cluster profile).
+
+The phase of a solution (DESIGN.md §1c), one rule (``phase``) for the per-cell metrics and
+for ``ncjax.thresholds``: per group g, with s_g = max_{j,k∈g} ‖z_j − z_k‖ / max_k ‖z_k‖,
+
+    Z = 0               if Z counts as zero (``is_zero``), else
+    vanished            if every z_k of g is 0 to rounding (``vanished``), else
+    collapsed           if |g| ≥ 2 and s_g ≤ collapse_tol, else
+    none,
+
+coded as the index into ``PHASES`` (NONE < COLLAPSED < VANISHED < ZERO: each phase holds
+in every later one); a cell's ``phase`` is its minority group's.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from ncjax import dual, model
 from ncjax.problem import Problem
-from ncjax.tolerances import COLLAPSE_TOL, ZERO_ATOL
+from ncjax.tolerances import COLLAPSE_TOL, ZERO_ATOL, rounding
+
+# the phase of a group (of a cell: of its minority), by code; ``phase`` names them
+PHASES = ("none", "minority collapsed", "minority vanished", "Z = 0")
+NONE, COLLAPSED, VANISHED, ZERO = range(len(PHASES))
 
 
 def _masked_mean(x, mask):
@@ -60,15 +77,18 @@ def nc1(H, n_k, rtol=None):
     return jnp.trace(Sigma_W @ jnp.linalg.pinv(Sigma_B, rtol=rtol)) / K
 
 
-def group_spread(X, n_k):
-    """Per class k, max_{j,l in group(k)} ‖x_j − x_l‖ for the rows of X (K, p): (K,).
-
-    Groups are equivalence classes of equal counts, so the maximum over pairs inside k's
-    group is the maximum, over j in the group, of j's largest in-group distance: O(K²).
-    """
-    same = n_k[:, None] == n_k[None, :]
+def _spread(X, same):
+    """Per class k, max_{j,l in group(k)} ‖x_j − x_l‖ for the rows of X (K, p), the groups
+    the equivalence classes of ``same`` (K, K): the maximum over pairs inside k's group is
+    the maximum, over j in the group, of j's largest in-group distance, O(K²)."""
     row_max = jnp.max(jnp.where(same, distance_matrix(X), 0.0), axis=1)
     return jnp.max(jnp.where(same, row_max[None, :], 0.0), axis=1)
+
+
+def group_spread(X, n_k):
+    """Per class k, max_{j,l in group(k)} ‖x_j − x_l‖ for the rows of X (K, p): (K,),
+    the groups the classes of equal counts."""
+    return _spread(X, n_k[:, None] == n_k[None, :])
 
 
 def zero_point_objective(problem: Problem, steps: int = 10):
@@ -84,6 +104,12 @@ def zero_point_objective(problem: Problem, steps: int = 10):
     b0 = problem.loss.bias_start(n_k / jnp.sum(n_k), problem.loss_args).astype(n_k.dtype)
     b0 = dual.refine_bias(Z0, b0, problem, steps)
     return model.convex_loss(Z0, b0, problem) + model.bias_penalty(b0, problem)
+
+
+def objective_rounding(P0, K):
+    """K · eps · max(1, |P0|): a bound on the rounding of P (a sum of K losses and the
+    nuclear-norm term) near the value P0, in P0's dtype."""
+    return K * jnp.finfo(P0.dtype).eps * jnp.maximum(1.0, jnp.abs(P0))
 
 
 def is_zero(Z, P, P0, *, zero_atol=ZERO_ATOL):
@@ -108,10 +134,9 @@ def is_zero(Z, P, P0, *, zero_atol=ZERO_ATOL):
     point far from every optimum (|P − P0| large) is judged by zero_atol
     alone.
     """
-    K = Z.shape[0]
-    eps = jnp.finfo(Z.dtype).eps
     small = jnp.max(jnp.linalg.norm(Z, axis=0)) <= zero_atol
-    return small | (jnp.abs(P - P0) <= K * eps * jnp.maximum(1.0, jnp.abs(P0)))
+    return small | (jnp.abs(P - P0) <= objective_rounding(jnp.asarray(P0, Z.dtype),
+                                                          Z.shape[0]))
 
 
 def _relative(x, scale, zero):
@@ -119,12 +144,42 @@ def _relative(x, scale, zero):
     return jnp.where(zero, x, x / jnp.where(scale > 0, scale, 1.0))
 
 
-def vanished(norms, zero):
-    """Per vector, whether it is zero to the dtype's rounding: ‖x_k‖ ≤ sqrt(eps)·max_j ‖x_j‖,
-    or every vector where the solution is the zero solution. Such a vector has no direction:
-    its cosines are NaN, never the rounding noise they would measure. norms (K,) → (K,)."""
-    eps = jnp.finfo(norms.dtype).eps
-    return zero | (norms <= jnp.sqrt(eps) * jnp.max(norms))
+def vanished(norms, zero, rtol=None):
+    """Per vector, whether it is zero to the dtype's rounding: ‖x_k‖ ≤ rtol·max_j ‖x_j‖
+    (rtol default ``tolerances.rounding``, sqrt(eps)), or every vector where the solution is
+    the zero solution. Such a vector has no direction: its cosines are NaN, never the
+    rounding noise they would measure. norms (K,) → (K,)."""
+    rtol = rounding(norms.dtype) if rtol is None else rtol
+    return zero | (norms <= rtol * jnp.max(norms))
+
+
+class Phase(NamedTuple):
+    """Per class k (K,), of its group g(k): ``spread`` s_g (absolute where Z = 0),
+    ``size`` max_{j∈g} ‖z_j‖ / max_i ‖z_i‖ (what ``vanished`` compares with its rtol),
+    ``collapsed``, ``vanished``, and ``code`` the index into ``PHASES`` (int32)."""
+
+    spread: jax.Array
+    size: jax.Array
+    collapsed: jax.Array
+    vanished: jax.Array
+    code: jax.Array
+
+
+def phase(Z, same, zero, *, collapse_tol=COLLAPSE_TOL, vanish_rtol=None) -> Phase:
+    """The phase of every group of a solution (module docstring): Z (K, K) with column
+    k = z_k; same (K, K) bool, j and k in one group (for the cells: equal counts); zero ()
+    whether Z counts as 0 (``is_zero``); collapse_tol the largest s_g of a collapsed group;
+    vanish_rtol that of ``vanished`` (default sqrt(eps)). A vanished group of ≥ 2 classes
+    is collapsed too, whatever the tolerances."""
+    norms = jnp.linalg.norm(Z, axis=0)
+    top = jnp.max(norms)
+    spread = _relative(_spread(Z.T, same), top, zero)
+    size = jnp.max(jnp.where(same, norms[None, :], 0.0), axis=1) / jnp.where(top > 0, top, 1.0)
+    gone = jnp.all(jnp.where(same, vanished(norms, zero, vanish_rtol)[None, :], True), axis=1)
+    collapsed = (jnp.sum(same, axis=1) >= 2) & ((spread <= collapse_tol) | gone)
+    code = jnp.where(zero, ZERO, jnp.where(gone, VANISHED, jnp.where(collapsed, COLLAPSED,
+                                                                      NONE)))
+    return Phase(spread, size, collapsed, gone, code.astype(jnp.int32))
 
 
 def compute(W, H, b, problem: Problem, *, zero_atol=ZERO_ATOL, collapse_tol=COLLAPSE_TOL):
@@ -140,11 +195,12 @@ def compute(W, H, b, problem: Problem, *, zero_atol=ZERO_ATOL, collapse_tol=COLL
     spread_{Z,H,W}_group (K,): per class, the largest distance between two vectors of its
       group over the largest vector norm (absolute if Z = 0).
     minority_spread_{Z,H,W} (): spread of group B (DESIGN.md §2).
-    minority_collapsed (): minority_spread_Z ≤ collapse_tol with ≥ 2 minority classes.
-    minority_vanished (): every z_k of group B vanished (its mean logits are 0 to the
-      dtype's rounding; also where Z = 0).
-    group_collapsed (K,): spread_Z_group ≤ collapse_tol with ≥ 2 classes in the group.
-    group_vanished (K,): every z_j of the class's group vanished.
+    group_collapsed, group_vanished (K,), group_phase (K,) int32: the phase of the class's
+      group (``phase``: collapsed, spread_Z_group ≤ collapse_tol with ≥ 2 classes, or
+      vanished; vanished, every z_j of the group 0 to the dtype's rounding, or Z = 0;
+      the code, an index into ``PHASES``).
+    minority_collapsed, minority_vanished (), phase () int32: the same of group B (a cell's
+      phase: none / minority collapsed / minority vanished / Z = 0).
     zero_solution (): Z counts as 0 (``is_zero``: max_k ‖z_k‖ ≤ zero_atol, or P(Z, b) equal
       to min_b P(0, b) up to the dtype's rounding).
     norm_W, norm_H, norm_Z, norm_b (): Frobenius norms (norm_H of the class means).
@@ -183,14 +239,14 @@ def compute(W, H, b, problem: Problem, *, zero_atol=ZERO_ATOL, collapse_tol=COLL
         spread = _relative(group_spread(v, n_k), jnp.max(norms[key]), zero)
         out[f"spread_{key}_group"] = spread
         out[f"minority_spread_{key}"] = jnp.max(jnp.where(in_B, spread, 0.0))
-        if key == "Z":
-            out["group_vanished"] = jnp.all(jnp.where(same, gone[None, :], True), axis=1)
-            out["minority_vanished"] = jnp.all(jnp.where(in_B, gone, True))
 
-    n_B = jnp.sum(in_B)
-    out["minority_collapsed"] = (n_B >= 2) & (out["minority_spread_Z"] <= collapse_tol)
-    gsize = jnp.sum(same, axis=1)
-    out["group_collapsed"] = (gsize >= 2) & (out["spread_Z_group"] <= collapse_tol)
+    ph = phase(Z, same, zero, collapse_tol=collapse_tol)
+    minority = jnp.argmin(n_k)  # a class of group B: its group's phase is B's
+    out["group_collapsed"], out["group_vanished"] = ph.collapsed, ph.vanished
+    out["group_phase"] = ph.code
+    out["minority_collapsed"] = ph.collapsed[minority]
+    out["minority_vanished"] = ph.vanished[minority]
+    out["phase"] = ph.code[minority]
     out["zero_solution"] = zero
 
     out["nc1"] = nc1(H, n_k)

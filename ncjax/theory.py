@@ -59,6 +59,25 @@ def lam_star_two_cluster(K_A, n_A, K_B, n_B):
     return jnp.sqrt(n_B) / (K_A * n_A + K_B * n_B)
 
 
+def n_B_star(lam, K_A, n_A, K_B):
+    """The two-cluster minority's collapse threshold in n_B at a fixed λ and n_A: the
+    smaller root of sqrt(n_B) = λ (K_A n_A + K_B n_B), i.e. λ = ``lam_star_two_cluster``
+    there (a quadratic in sqrt(n_B), its smaller root 2λK_A n_A / (1 + sqrt(D)),
+    D = 1 − 4 K_A K_B λ² n_A). The minority is collapsed for n_B ≤ it and again from the
+    larger root (sqrt(n_B)/N peaks at n_B = K_A n_A/K_B, between them); NaN where D < 0
+    (collapsed at every n_B)."""
+    D = 1 - 4 * K_A * K_B * lam**2 * n_A
+    x = 2 * lam * K_A * n_A / (1 + jnp.sqrt(jnp.maximum(D, 0.0)))
+    return jnp.where(D >= 0, x**2, jnp.nan)
+
+
+def n_B_star_at_ratio(lam, K_A, ratio, K_B):
+    """The two-cluster minority's collapse threshold in n_B at a fixed λ and ratio
+    n_A/n_B: sqrt(n_B)/N = 1/(sqrt(n_B) (K_A ratio + K_B)) = λ, n_B = 1/(λ (K_A ratio +
+    K_B))²; collapsed for n_B ≥ it (more samples at the same λ and ratio)."""
+    return 1.0 / (lam * (K_A * ratio + K_B)) ** 2
+
+
 def group_size(n_k):
     """For each class, the number of classes sharing its count: (K,) -> (K,)."""
     return jnp.sum(n_k[:, None] == n_k[None, :], axis=1)

@@ -34,6 +34,8 @@ def test_etf_cosines_and_spreads(x64):
     assert float(out["nc1"]) == pytest.approx(0.0, abs=1e-20)
     assert float(out["within_spread"]) == pytest.approx(0.0, abs=1e-12)
     assert not bool(out["minority_collapsed"])
+    assert int(out["phase"]) == metrics.NONE
+    np.testing.assert_array_equal(out["group_phase"], [metrics.NONE] * K)
 
 
 def test_collapsed_minority_and_group_values(x64):
@@ -51,6 +53,8 @@ def test_collapsed_minority_and_group_values(x64):
     assert float(out["minority_spread_Z"]) == pytest.approx(1e-4 / zmax)
     assert bool(out["minority_collapsed"])
     np.testing.assert_array_equal(out["group_collapsed"], [False, False, True, True, True])
+    assert int(out["phase"]) == metrics.COLLAPSED
+    np.testing.assert_array_equal(out["group_phase"], [metrics.NONE] * 2 + [metrics.COLLAPSED] * 3)
     np.testing.assert_allclose(out["spread_Z_group"][:2], np.sqrt(32) / zmax)
     c = Z[:, 0] @ Z[:, 1] / (np.linalg.norm(Z[:, 0]) * np.linalg.norm(Z[:, 1]))
     assert float(out["cos_Z_AA"]) == pytest.approx(c)
@@ -66,6 +70,37 @@ def test_zero_solution_reports_absolute_spreads(x64):
     out = compute(W, H, np.zeros(K), from_lam(n, 0.01, 0.0))
     assert bool(out["zero_solution"])
     assert float(out["minority_spread_H"]) == pytest.approx(1e-7)
+    assert int(out["phase"]) == metrics.ZERO
+    np.testing.assert_array_equal(out["group_phase"], [metrics.ZERO] * K)
+
+
+@pytest.mark.parametrize("n, zB, phase", [
+    ([300.0, 300, 50, 50, 50], 0.0, metrics.VANISHED),      # z_k = 0 for the minority
+    ([300.0, 300, 50, 50, 50], 1e-9, metrics.VANISHED),     # 0 to float64's rounding
+    ([300.0, 300, 50, 50, 50], 1e-3, metrics.COLLAPSED),    # equal, not 0
+    ([300.0, 300, 80, 50, 50], 0.0, metrics.VANISHED)])     # the class of 80 alone: 0 too
+def test_the_phase_of_hand_built_solutions(x64, n, zB, phase):
+    """The majority's mean logits those of a 2-class ETF (z_1 = −z_0), the minority's all
+    equal to zB·(1, …, 1): vanished where zB is 0 to rounding (‖z_k‖ ≤ sqrt(eps)·max_j
+    ‖z_j‖), else collapsed; the majority in no phase (its two z_k differ); a group of one
+    class whose z_k is 0 vanished, never collapsed."""
+    K = 5
+    n = np.array(n)
+    Z = np.zeros((K, K))
+    Z[:, 0] = [1.0, -1.0, 0, 0, 0]
+    Z[:, 1] = -Z[:, 0]
+    Z[:, 2:] = zB
+    W, H = np.eye(K), Z.T[:, None, :]
+    out = compute(W, H, np.zeros(K), from_lam(n, 0.01, 0.0))
+    assert int(out["phase"]) == phase
+    assert metrics.PHASES[int(out["phase"])] == ("minority vanished" if phase == metrics.VANISHED
+                                                 else "minority collapsed")
+    single = n[2] != n[3]
+    want = [metrics.NONE] * 2 + [metrics.VANISHED if single else phase] + [phase] * 2
+    np.testing.assert_array_equal(out["group_phase"], want)
+    np.testing.assert_array_equal(out["group_collapsed"], [False] * 2 + [not single, True, True])
+    assert bool(out["minority_collapsed"]) and not bool(out["zero_solution"])
+    assert bool(out["minority_vanished"]) == (phase == metrics.VANISHED)
 
 
 def test_nc1_matches_its_definition(x64):

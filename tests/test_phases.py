@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import ncjax
-from ncjax import phases, reference, spec
+from ncjax import phases, reference, spec, theory
 
 TWO_CLUSTERS = [(2, 2), (5, 5), (8, 3), (3, 8)]
 RATIOS = (2.5, 10.0, 100.0)
@@ -40,6 +40,67 @@ def test_two_cluster_thresholds_are_the_closed_forms(K_A, K_B):
     np.testing.assert_allclose(t.vanish[:, 0], t.zero, rtol=1e-6)  # the majority: at Z = 0
 
 
+def _check(t, want, rtol=1e-6):
+    """t's minority collapse equals ``want`` to rtol, inside its certified bracket."""
+    np.testing.assert_allclose(t.collapse[:, 1], want, rtol=rtol)
+    ends = t.collapse_bracket[:, 1]
+    assert np.all(np.abs(ends[:, 0] / ends[:, 1] - 1) <= 1e-6)
+    assert np.all((np.min(ends, 1) <= want * (1 + 1e-9)) & (want <= np.max(ends, 1) * (1 + 1e-9)))
+    assert np.all(t.collapse_gap[:, 1] <= 1e-11)
+
+
+def test_thresholds_along_n_B_and_the_ratio_are_the_closed_forms(x64):
+    """At a fixed λ (n_A fixed) the minority collapses for n_B ≤ n_B*, sqrt(n_B*) = λ N(n_B*)
+    (the smaller root; the bracket ends before the larger one), and along the ratio at
+    n_A/n_B*; at a fixed λ and ratio for n_B ≥ 1/(λ (K_A ratio + K_B))²; at a fixed c
+    (λ = c/N, the ratios held) for n_B ≤ c², with Z = 0 for n_B ≤ c²/ratio
+    (sqrt(n_A) ≤ c); along c at fixed counts from c = sqrt(n_B), Z = 0 from sqrt(n_A).
+    Six profiles each (5 + 5 classes, λ_b = 0 and 0.02), to 1e-6; the closed forms checked
+    by their defining equation λ = sqrt(n_B)/N."""
+    K = 5
+    n_A = np.array([1000.0, 500.0, 2000.0, 800.0, 1000.0, 300.0])
+    lam = np.array([0.05, 0.06, 0.07, 0.08, 0.09, 0.095]) / np.sqrt(n_A)
+    lam_b = np.array([0.0, 0.02] * 3)
+    counts = np.array([[a] * K + [1.0] * K for a in n_A])  # the minority's count moves
+    want = np.asarray(theory.n_B_star(lam, K, n_A, K))
+    np.testing.assert_allclose(theory.lam_star_two_cluster(K, n_A, K, want), lam, rtol=1e-12)
+    assert np.all(want < n_A)  # below the peak of sqrt(n_B)/N at n_B = K_A n_A/K_B = n_A
+    t = ncjax.thresholds(counts, lam_b, along="n_B", lam=lam, bracket=(1.0, 0.99 * n_A),
+                         which="collapse")
+    assert t.along == "n_B" and np.all(np.isnan(t.vanish)) and np.all(np.isnan(t.zero))
+    ends = t.collapse_bracket[:, 1]
+    assert np.all(ends[:, 1] < ends[:, 0])  # collapsed below: [not collapsed, collapsed]
+    _check(t, want)
+    t = ncjax.thresholds(counts, lam_b, along="ratio", lam=lam, bracket=(1 / 0.99, n_A),
+                         which="collapse")
+    _check(t, n_A / want)
+
+    ratio = np.array([2.5, 5.0, 10.0, 20.0, 50.0, 100.0])
+    c = np.array([5.0, 8.0, 10.0, 12.0, 20.0, 30.0])
+    held = np.array([[r] * K + [1.0] * K for r in ratio])
+    lam_r = np.array([2e-3, 1e-3, 5e-3, 3e-3, 8e-4, 4e-3])
+    t = ncjax.thresholds(held, lam_b, along="n_B", lam=lam_r, hold="ratios",
+                         bracket=(1.0, 1e6), which="collapse")
+    want = np.asarray(theory.n_B_star_at_ratio(lam_r, K, ratio, K))
+    np.testing.assert_allclose(theory.lam_star_two_cluster(K, ratio * want, K, want), lam_r,
+                               rtol=1e-12)
+    ok = want > 1.0  # inside the bracket; below it NaN
+    assert np.all(np.isnan(t.collapse[~ok, 1])) and ok.sum() >= 5
+    ends = t.collapse_bracket[ok, 1]
+    assert np.all(ends[:, 0] < ends[:, 1])  # collapsed above
+    np.testing.assert_allclose(t.collapse[ok, 1], want[ok], rtol=1e-6)
+    t = ncjax.thresholds(held, lam_b, along="n_B", c=c, hold="ratios",
+                         bracket=(c**2 / (10 * ratio), 10 * c**2), which=("collapse", "zero"))
+    _check(t, c**2)
+    np.testing.assert_allclose(t.zero, c**2 / ratio, rtol=1e-6)
+    assert np.all(t.zero_bracket[:, 1] < c**2 / ratio) and np.all(t.zero_gap <= 1e-11)
+
+    counts = np.array([[1000.0] * K + [1000.0 / r] * K for r in ratio])
+    t = ncjax.thresholds(counts, lam_b, along="c")
+    _check(t, np.sqrt(counts[:, -1]))
+    np.testing.assert_allclose(t.zero, np.sqrt(1000.0), rtol=1e-6)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 GROUPS = sorted(p.stem for p in (ROOT / "sweeps").glob("groups*.toml"))  # the six studies
 
@@ -67,11 +128,13 @@ def test_the_group_rule_on_the_committed_profiles(name):
 def _cvxpy_zero(counts, lam_b, near, measure, loss="ce", params=None):
     """Where ``measure`` (of the minority's columns z_B and Z, relative to ‖Z‖) reaches 0
     in cvxpy's optimum (Clarabel, 1e-10) of ``loss``: an interior-point solution is never
-    exactly low-rank (~1e-6 where the measure is 0), so it is read at three λ below
-    ``near`` (0.05-0.2% below, where it is ~1e-3, far above that floor), and the parabola
-    through them is extrapolated to its zero."""
+    exactly low-rank (~1e-6 where the measure is 0), so it is read at six λ below
+    ``near`` (0.05-0.3% below, where it is ~1e-3, far above that floor), and the
+    least-squares parabola through them is extrapolated to its zero. (Its error in the
+    measure, ~5e-6 there, moved a parabola through three points by up to 2e-5 for
+    2×100 + 3×2, λ_b = 0.02, as the points moved by 1e-7; through six, by 8e-6.)"""
     K_B = int(np.sum(counts == counts.min()))
-    lam = near * (1 - np.array([2e-3, 1e-3, 5e-4]))
+    lam = near * (1 - np.linspace(5e-4, 3e-3, 6))
     y = []
     for x in lam:
         _, Z, _ = reference.solve_convex(counts, x, lam_b, loss=loss, params=params)
@@ -122,10 +185,23 @@ def test_each_loss_thresholds_against_cvxpy(name, params):
 
 
 def test_bad_input_is_refused():
+    n = [10.0, 10.0, 2.0]
     with pytest.raises(ncjax.InputError, match="share their groups"):
         ncjax.thresholds([[10.0, 10.0, 2.0], [10.0, 3.0, 2.0]])
     with pytest.raises(ncjax.InputError, match="rtol"):
-        ncjax.thresholds([10.0, 10.0, 2.0], rtol=1e-15)
+        ncjax.thresholds(n, rtol=1e-15)
+    with pytest.raises(ncjax.InputError, match="along must be one of"):
+        ncjax.thresholds(n, along="lam_b")
+    with pytest.raises(ncjax.InputError, match="exactly one of lam= .* c="):
+        ncjax.thresholds(n, along="n_B", bracket=(1, 5))
+    with pytest.raises(ncjax.InputError, match="needs bracket"):
+        ncjax.thresholds(n, along="n_B", lam=0.1)
+    with pytest.raises(ncjax.InputError, match="bracket must have lo < hi"):
+        ncjax.thresholds(n, along="n_B", lam=0.1, bracket=(5, 1))
+    with pytest.raises(ncjax.InputError, match="hold must be one of"):
+        ncjax.thresholds(n, along="ratio", lam=0.1, bracket=(1.5, 5), hold="ratios")
+    with pytest.raises(ncjax.InputError, match="which must name"):
+        ncjax.thresholds(n, which=("collapse", "spread"))
 
 
 def test_groups_of():
