@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ncjax import spec as _spec
-from ncjax.tolerances import COLLAPSE_TOL, FAR
+from ncjax.tolerances import COLLAPSE_TOL, FAR, ZERO_ATOL
 from ncjax.validate import InputError
 
 LAMBDA_AXES = ("lam", "c")
@@ -347,18 +347,39 @@ def gap(g) -> dict | None:
             "cells": int(np.isfinite(gp).sum())}
 
 
+def at_floor(norms, counts=None) -> dict:
+    """Per pair of ``metrics``' cosines (AA within the largest count's group, BB within the
+    smallest's, AB across): whether a vector of it is at the rounding floor, ‖z_k‖ ≤
+    ZERO_ATOL (the norm at which Z counts as 0), though not vanished (``metrics.vanished``
+    leaves its cosines NaN): its cosine measures rounding, not a direction. norms (K,);
+    counts (K,), or None (not known: every class taken to be in every pair)."""
+    norms = np.asarray(norms, float)
+    counts = np.zeros(norms.shape) if counts is None else np.asarray(counts, float)
+    low, in_A, in_B = norms <= ZERO_ATOL, counts == counts.max(), counts == counts.min()
+    return {"AA": bool(low[in_A].any()), "BB": bool(low[in_B].any()),
+            "AB": bool(low[in_A | in_B].any())}
+
+
 def cosines(g) -> dict | None:
     """With a sample-size axis (n_A, n, n_B or ratio) spanning a range: cos_Z_AA, _BB, _AB
-    at its smallest and largest value for each combination of the other axes, beside the
-    ETF cosine −1/(K−1) (theory.etf_cosine). None otherwise."""
+    at its smallest and largest value for each combination of the other axes, each with
+    ``at_floor`` (keys {pair}_{end}_floor), beside the ETF cosine −1/(K−1)
+    (theory.etf_cosine). None otherwise."""
     axis = next((a for a in SAMPLE_AXES if a in g.axes and np.ptp(g.axes[a]) > 0), None)
     if axis is None or not g.done.any():
         return None
     x = np.asarray(g.axes[axis], float)
     lo, hi = int(np.argmin(x)), int(np.argmax(x))
+    grid, ax = _spec.expand(g.spec), list(g.axes).index(axis)
+    whole = grid.shape == g.shape  # a sub-grid (``sel``) does not know its cells' counts
     rows = []
     for where, idx in lines(g, axis):
         row = {"where": where, "small": x[lo], "large": x[hi]}
+        for end, j in (("small", lo), ("large", hi)):
+            cell = idx[:ax] + (j,) + idx[ax + 1:]
+            n = grid.counts([np.ravel_multi_index(cell, g.shape)])[0] if whole else None
+            row.update({f"{p}_{end}_floor": v
+                        for p, v in at_floor(g["metrics.norm_z"][cell], n).items()})
         for pair in ("AA", "BB", "AB"):
             v = g[f"metrics.cos_Z_{pair}"][idx]
             row[f"{pair}_small"], row[f"{pair}_large"] = float(v[lo]), float(v[hi])

@@ -277,14 +277,18 @@ def do_plot(args) -> int:
     run over two of lam, c, n_A, n_B, n, ratio the phase diagram with the per-cell
     decision (``plot.phase``), and the one-axis curves for the rest (``plot.curves``); a
     remedies run or a folder of them (``ncjax.remedies``) the remedies figure
-    (``plot.remedies``). Prints what the figure shows, then where it was written."""
-    plot = _lazy("plot")
-    if args.out is not None:  # refused before the run is read or a cell re-solved
-        as_out_path(args.out, name="--out", formats=_lazy("draw").FORMATS)
+    (``plot.remedies``), at the size preset ``args.size`` where the parser gives one
+    (``style.SIZES``; else the default). Prints what the figure shows, then where it was
+    written."""
+    plot, style = _lazy("plot"), _lazy("style")
+    size = getattr(args, "size", None) or style.DEFAULT_SIZE
+    style.size_of(size)  # refused, like --out, before the run is read or a cell re-solved
+    if args.out is not None:
+        as_out_path(args.out, name="--out", formats=style.FORMATS)
     runs = _remedies_runs(args)
     if runs is not None:  # a remedies run, or a folder of them (``ncjax.remedies``)
         path = Path(args.out) if args.out else Path(args.dir) / "remedies.png"
-        plot.remedies(runs, name=Path(args.dir).name, out=path)
+        plot.remedies(runs, size=size, out=path)
         print(report.remedies_headline(remedies.studies(runs)))
         print(f"wrote {path}")
         return 0
@@ -306,21 +310,21 @@ def do_plot(args) -> int:
         traced = plot.retrace(g, cells, args.trace, m=args.m)
         print(report.trace(traced))
         path = out("trace.png")
-        plot.trace(traced, name=run.name, out=path)
+        plot.trace(traced, size=size, out=path)
     elif cells:
         path = out("cells.png")
-        plot.cells(g, cells, out=path)
+        plot.cells(g, cells, size=size, out=path)
         print(report.cells(analysis.cells(g, cells)))
     elif _lazy("groups").applies(g):
         t = _lazy("groups").thresholds(g)
         _note(report.slice_note(t["sliced"]))
         print(report.groups(t))
         path = out("groups.png")
-        plot.groups(g, name=run.name, out=path)
+        plot.groups(g, size=size, out=path)
     elif (ph := diagram.phase_map(g)) is not None:
         _note(report.slice_note(ph["shown"], ph["seeds"]))
         path = out("phase.png")
-        plot.phase(g, name=run.name, out=path)
+        plot.phase(g, size=size, out=path)
         print(report.phase(ph))
     else:
         cv = analysis.curves(g)
@@ -329,7 +333,7 @@ def do_plot(args) -> int:
                              "(n_B, lam) phase diagrams, one-axis lam / c / sample-size curves "
                              "and 'steps' group thresholds")
         path = out("angles.png" if cv["kind"] == "angles" else "spread.png")
-        plot.curves(g, name=run.name, out=path)
+        plot.curves(g, size=size, out=path)
         print(report.curves(cv))
     print(f"wrote {path}")
     return 0

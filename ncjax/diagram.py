@@ -69,8 +69,9 @@ def phase_map(g) -> dict | None:
     Returns a dict: x, y (axis names), xv (nx,), yv (ny,), sliced (axis → value), shown
     (the slice the spread panel shows: sliced and the first seed), c (the run's fixed
     c = λN, or None), seeds (S), spread (ny, nx) minority spread of Z of the first seed
-    (NaN unless converged), frac (ny, nx) fraction of converged seeds collapsed (NaN:
-    none), zero_frac (ny, nx) fraction whose Z counts as 0 (metrics.zero_solution), n_conv
+    (NaN unless converged), zero_shown (ny, nx) bool, whether that solve's Z counts as 0
+    (metrics.zero_solution), frac (ny, nx) fraction of converged seeds collapsed (NaN:
+    none), zero_frac (ny, nx) fraction whose Z counts as 0, n_conv
     (ny, nx), predicted (ny, nx) bool, ratio (ny, nx) λ/λ*, star (ny, nx) log(λ/λ*) (its zero
     contour is the theory's boundary), zero (ny, nx) log(λ/λ_0) with λ_0 = sqrt(n_max)/N
     when the largest count is shared (Z = 0 above it; None if never), y_star / y_zero
@@ -109,6 +110,7 @@ def phase_map(g) -> dict | None:
         theory = {k: np.nanmax(cells(g[f"theory.{k}"]).astype(float), axis=2)
                   for k in ("lam", "lam_star", "minority_collapse", "group_threshold")}
     spread = np.where(conv[:, :, 0], cells(g["metrics.minority_spread_Z"])[:, :, 0], np.nan)
+    zero_shown = conv[:, :, 0] & (cells(g["metrics.zero_solution"])[:, :, 0] == 1)
     lam, lam_star = theory["lam"], theory["lam_star"]
     lam_zero = np.max(theory["group_threshold"], axis=-1)  # sqrt(n_max)/N, inf: not shared
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -135,7 +137,8 @@ def phase_map(g) -> dict | None:
               for i, j in zip(*np.nonzero(scored & ~agree))][:MAX_LISTED]
     return {"x": x, "y": y, "xv": xv, "yv": yv, "sliced": sliced, "shown": shown,
             "c": g.spec.problem.get("c"), "seeds": seeds,
-            "spread": spread, "frac": frac, "zero_frac": zero_frac, "n_conv": conv.sum(axis=2),
+            "spread": spread, "zero_shown": zero_shown, "frac": frac, "zero_frac": zero_frac,
+            "n_conv": conv.sum(axis=2),
             "predicted": predicted, "ratio": ratio, "star": star,
             "zero": zero if np.isfinite(zero).any() else None,
             "y_star": y_star, "y_zero": y_zero if y_zero is not None and np.isfinite(y_zero).any()

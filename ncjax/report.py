@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ncjax import analysis, diagram
-from ncjax.tolerances import COLLAPSE_TOL, FAR, GAP_TOL
+from ncjax.tolerances import COLLAPSE_TOL, FAR, GAP_TOL, ZERO_ATOL
 from ncjax.validate import as_out_path, replacing
 
 MAX_ROWS = 40       # rows of the per-line tables
@@ -37,12 +37,22 @@ def _interval(lo, hi) -> str:
     return f"[{lo:.6g}, {hi:.6g}]"
 
 
+FLOOR_NOTE = (f"†: a vector of the pair has ||z_k|| <= {ZERO_ATOL:g} (analysis.at_floor): the "
+              "cosine measures rounding, not a direction; —: a vector vanished, no cosine.")
+
+
+def _cos(v, floor: bool, fmt="+.6f") -> str:
+    """A cosine, marked † when computed between vectors at the floor (``FLOOR_NOTE``)."""
+    return _f(v, fmt) + (" †" if floor and np.isfinite(v) else "")
+
+
 def solution(r) -> str:
     """A readable report of one solved configuration (an ``ncjax.solve`` result: counts,
     λ's, status, objective, gap, metrics, theory, Z), as ``ncjax solve`` prints it."""
     m, t = r.metrics, r.theory
     K = r.counts.shape[-1]
     yes = lambda v: "yes" if v else "no"
+    low = analysis.at_floor(m["norm_z"], r.counts)
     lines = [
         f"UFM  K={K}  N={r.counts.sum():g}  counts={np.array2string(r.counts, separator=',')}",
         f"     lam_W={r.lam_W:g}  lam_H={r.lam_H:g}  lam_b={r.lam_b:g} (half convention)"
@@ -55,8 +65,9 @@ def solution(r) -> str:
         f"  H {m['minority_spread_H']:.3e}",
         f"           collapsed (measured) {yes(m['minority_collapsed'])}"
         f"   predicted {yes(t['minority_collapse'])}  (lam* = sqrt(n_B)/N = {t['lam_star']:.6g})",
-        f"cosines Z  within A {m['cos_Z_AA']:+.4f}  within B {m['cos_Z_BB']:+.4f}"
-        f"  A-B {m['cos_Z_AB']:+.4f}   (ETF {t['etf_cosine']:+.4f})",
+        "cosines Z  " + "  ".join(f"{w} {_cos(m['cos_Z_' + k], low[k], '+.4f')}" for k, w in
+                                  (("AA", "within A"), ("BB", "within B"), ("AB", "A-B")))
+        + f"   (ETF {t['etf_cosine']:+.4f})" + ("\n  " + FLOOR_NOTE if any(low.values()) else ""),
         "Z (column k = W h_k):",
         np.array2string(r.Z, precision=3, suppress_small=True, max_line_width=120),
     ]
@@ -180,7 +191,8 @@ def curves(cv: dict) -> str:
         labels = [analysis.line_label(r["where"]) for r in cos["rows"]]
         return "\n".join(
             f"{lab}: {axis} {r['small']:g} -> {r['large']:g}: "
-            + "  ".join(f"cos {k} {r[k + '_small']:+.5f} -> {r[k + '_large']:+.5f}"
+            + "  ".join(f"cos {k} {_cos(r[k + '_small'], r[k + '_small_floor'], '+.5f')} -> "
+                        f"{_cos(r[k + '_large'], r[k + '_large_floor'], '+.5f')}"
                         for k in ("AA", "BB", "AB")) + f"  (ETF {r['etf']:+.5f})"
             for r, lab in zip(cos["rows"], labels))
     b = cv["boundary"]
@@ -329,11 +341,12 @@ def render(g, title: str = "sweep") -> str:
               f"| line | {ax} | cos AA | cos BB | cos AB | ETF |", "|---|---|---|---|---|---|"]
         for r in c["rows"][:MAX_ROWS]:
             for end in ("small", "large"):
-                L.append(f"| {_where(r['where'])} | {r[end]:g} | {_f(r['AA_' + end], '+.6f')} "
-                         f"| {_f(r['BB_' + end], '+.6f')} | {_f(r['AB_' + end], '+.6f')} "
-                         f"| {_f(r['etf'], '+.6f')} |")
+                L.append(f"| {_where(r['where'])} | {r[end]:g} | " + " | ".join(
+                    _cos(r[f"{k}_{end}"], r[f"{k}_{end}_floor"]) for k in ("AA", "BB", "AB"))
+                         + f" | {_f(r['etf'], '+.6f')} |")
         if len(c["rows"]) > MAX_ROWS:
             L.append(f"\n({len(c['rows']) - MAX_ROWS} more lines not listed.)")
+        L += ["", FLOOR_NOTE]
     L += ["", "**Headline:** " + headline(a), ""]
     return "\n".join(L)
 

@@ -341,3 +341,253 @@ def test_float32_rounding_near_zero_counts_as_zero():
     assert measure(Z, np.float32) == (True, True)  # = the theory: Z* = 0, collapsed
     assert measure(100 * Z, np.float32) == (False, False)
     assert measure(Z, np.float64) == (False, False)  # float64 resolves 1e-15: strict
+
+
+# --- plotting as a library: a notebook's backend kept, presets, zero drawn as zero --------
+
+F32_FLOOR = float(np.sqrt(np.finfo(np.float32).eps))  # metrics.vanished's sqrt(eps), by hand
+F64_FLOOR = float(np.sqrt(np.finfo(np.float64).eps))
+
+# A notebook's inline backend is a "module://" backend that IPython selects before any
+# figure is made; this stand-in is one (pyplot would import it, if anything called pyplot).
+INLINE = """
+from matplotlib.backend_bases import FigureManagerBase
+from matplotlib.backends.backend_agg import FigureCanvasAgg as FigureCanvas
+FigureManager = FigureManagerBase
+def show(*args, **kwargs):
+    pass
+"""
+
+NOTEBOOK = r"""
+import json, sys
+import matplotlib
+import numpy as np
+matplotlib.use("module://nbinline")
+before, rc = matplotlib.get_backend(), dict(matplotlib.rcParams)
+import ncjax
+from ncjax import draw, draw_phase, draw_remedies, plot
+after_import = matplotlib.get_backend()
+from matplotlib.figure import Figure
+g, r = ncjax.load(sys.argv[1]), ncjax.load(sys.argv[2])
+x, S = np.arange(1.0, 4.0), np.array([[1e-9, 0.3, 1.0]] * 2)
+panel = {"title": "t", "xlabel": "x", "log_x": False, "x": x, "ratios": np.array([10.0]),
+         "predicted": x[None], "measured": x[None], "lo": x[None], "hi": x[None],
+         "v_lo": x[None], "v_hi": x[None], "zero": x[None], "cos": -x[None] / 9,
+         "lam_cos": {10.0: 0.1}}
+figs = {
+    "plot.phase": plot.phase(g), "plot.cells": plot.cells(g, [0, 5]),
+    "plot.curves spread": plot.curves(g.sel(n_B=10, seed=0)),
+    "plot.curves angles": plot.curves(r.sel(ratio=1.5)),
+    "plot.trace": plot.trace(plot.retrace(g, [3], 12, m=2)),
+    "draw.group_spreads": draw.group_spreads(x, S, [5.0, 2.0], [2, 2], [1.5, 2.5], tol=0.01),
+    "draw.cosines": draw.cosines(x, {k: S for k in ("AA", "BB", "AB")}, -0.25,
+                                 line_labels=["a", "b"]),
+    "draw.spread_curve": draw.spread_curve(x, S, [2.0, np.nan], line_labels=["a", "b"],
+                                           tol=0.01, xlabel="x"),
+    "draw.z_heatmaps": draw.z_heatmaps(np.eye(3)[None], [[2.0, 1.0, 1.0]], ["t"]),
+    "draw.traces": draw.traces(x, S, S, S, ["a", "b"]),
+    "draw_phase.phase_diagram": draw_phase.phase_diagram(x, x, np.outer(x, x)),
+    "draw_remedies.remedies": draw_remedies.remedies([panel, panel]),
+}
+print(json.dumps({"before": before, "after_import": after_import,
+                  "after_calls": matplotlib.get_backend(),
+                  "rc_kept": dict(matplotlib.rcParams) == rc,
+                  "pyplot": "matplotlib.pyplot" in sys.modules,
+                  "figures": {k: type(f) is Figure for k, f in figs.items()}}))
+"""
+
+
+def test_every_plotting_function_returns_a_figure_and_keeps_a_notebooks_backend(
+        nb_lam, ratio_nb, tmp_path):
+    """In a fresh interpreter whose backend is an inline-style "module://" one (as in a
+    notebook): importing ncjax.plot and calling every figure function (ncjax.plot on loaded
+    grids, the drawing modules on arrays) returns Figures, and leaves the backend, every
+    rcParam and pyplot (never imported) as they were."""
+    import json
+    import os
+    import subprocess
+    import sys
+    (tmp_path / "nbinline.py").write_text(INLINE)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(tmp_path)] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
+    env.pop("MPLBACKEND", None)
+    out = subprocess.run([sys.executable, "-c", NOTEBOOK, str(nb_lam), str(ratio_nb)],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["before"] == got["after_import"] == got["after_calls"] == "module://nbinline"
+    assert got["rc_kept"] and not got["pyplot"]
+    assert len(got["figures"]) == 12 and all(got["figures"].values()), got["figures"]
+
+
+def _drawn(fig):
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas
+
+
+def test_noise_cells_are_drawn_as_zero_by_the_dtypes_floor():
+    """A hand-built (3 x 4) spread: the cells at most sqrt(eps) of the dtype (float32:
+    3.45e-4; float64: 1.49e-8, computed here from finfo) take the flat zero colour, every
+    other finite cell a colour of the data's scale, a Z = 0 cell the Z = 0 colour on top."""
+    from matplotlib.colors import to_rgba
+    from ncjax import draw_phase, style
+    spread = np.array([[1e-12, 1e-7, 3.4e-4, 3.5e-4],
+                       [1e-3, 0.01, 0.5, 1.4],
+                       [2e-8, 1e-9, np.nan, 0.2]])
+    zero = np.zeros(spread.shape, bool)
+    zero[2, 1] = True
+    x, y = np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.1, 0.2, 0.3])
+    for dtype, floor, cells in (("float32", F32_FLOOR, 5), ("float64", F64_FLOOR, 2)):
+        fig = draw_phase.phase_diagram(x, y, spread, zero_shown=zero, dtype=dtype,
+                                       log_y=False)
+        _drawn(fig)
+        ax = fig.axes[0]
+        data, z0 = ax.collections[0], ax.collections[1]
+        colours = data.get_facecolors().reshape(3, 4, 4)
+        flat = np.all(np.isclose(colours, to_rgba(style.ZERO_COLOR)), axis=-1)
+        want = np.isfinite(spread) & (spread <= floor)
+        assert want.sum() == cells  # 3.4e-4 is noise in float32, 2e-8 data in float64
+        np.testing.assert_array_equal(flat, want)
+        assert data.norm.vmin == pytest.approx(floor, rel=1e-6)
+        np.testing.assert_array_equal(~np.ma.getmaskarray(z0.get_array()).reshape(3, 4), zero)
+        assert np.allclose(z0.get_facecolors().reshape(3, 4, 4)[2, 1], to_rgba(style.Z0_COLOR))
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert f"0 to {dtype} rounding" in " ".join(labels) and "$Z=0$ (measured)" in labels
+
+
+def test_out_by_extension_and_an_unknown_one_refused_before_any_work(nb_lam, tmp_path,
+                                                                     monkeypatch):
+    from ncjax.validate import InputError
+    g = sweep.load(nb_lam)
+    for name, magic in (("f.png", PNG), ("f.pdf", b"%PDF-"), ("f.SVG", b"<?xml")):
+        fig = plot.phase(g, out=tmp_path / name)
+        assert (tmp_path / name).read_bytes()[:len(magic)] == magic and fig.axes
+    assert b"<svg" in (tmp_path / "f.SVG").read_bytes()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("worked before refusing the file name")
+
+    monkeypatch.setattr(diagram, "phase_map", no_work)
+    monkeypatch.setattr(analysis, "curves", no_work)
+    monkeypatch.setattr(analysis, "cells", no_work)
+    for call in (lambda o: plot.phase(g, out=o), lambda o: plot.curves(g, out=o),
+                 lambda o: plot.cells(g, [0], out=o),
+                 lambda o: draw.spread_curve([1, 2], [[1, 1]], [1], line_labels=["a"],
+                                             tol=0.01, xlabel="x", out=o)):
+        with pytest.raises(InputError, match=r"f\.xyz.*expected a file ending in one of"):
+            call(tmp_path / "f.xyz")
+    with pytest.raises(InputError, match="size: expected one of column, full, slide"):
+        plot.phase(g, size="poster")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.SVG", "f.pdf", "f.png"]
+
+
+def test_phase_figure_of_a_loaded_grid(nb_lam):
+    """plot.phase on the (n_B, λ) run at each preset: its width, its type sizes (the
+    caller's rcParams untouched), the title stating the problem (N = 200 + 2 n_B from 220
+    to 320, the loss, the solver; not the run's folder), the cells drawn as zero where the
+    first seed's spread is at most float64's sqrt(eps) or its Z counts as 0 (numpy from
+    the grid), and the measured boundary drawn above the theory's."""
+    import matplotlib
+    from matplotlib.colors import to_rgba
+    from ncjax import style
+    g = sweep.load(nb_lam)
+    rc = dict(matplotlib.rcParams)
+    s = g["metrics.minority_spread_Z"][:, :, 0].T  # (lam, n_B), seed 0
+    conv = (g.status == "converged")[:, :, 0].T
+    z0 = conv & (g["metrics.zero_solution"][:, :, 0].T == 1)
+    for size, width, font in (("column", 3.4, 7.0), ("full", 7.0, 8.5), ("slide", 11.0, 14.0)):
+        fig = plot.phase(g, size=size)
+        _drawn(fig)
+        assert fig.get_size_inches()[0] == pytest.approx(width)
+        ax = fig.axes[0]
+        assert ax.xaxis.label.get_fontsize() == pytest.approx(font)
+        assert ax.get_xticklabels()[0].get_fontsize() == pytest.approx(0.9 * font, abs=0.05)
+        assert dict(matplotlib.rcParams) == rc
+    title = fig.get_suptitle()
+    for part in ("two clusters 2 $\\times$ 100 + 2 $\\times$ $n_B$", "N = 220 … 320",
+                 "cross-entropy", "float64 L-BFGS", "8 $\\times$ 6 cells $\\times$ 2 seeds"):
+        assert part in title, title
+    assert "nb_lam" not in title and "run" not in title
+    flat = np.all(np.isclose(ax.collections[0].get_facecolors().reshape(8, 6, 4),
+                             to_rgba(style.ZERO_COLOR)), axis=-1)
+    np.testing.assert_array_equal(flat, conv & (s <= F64_FLOOR))
+    assert 0 < flat.sum() and z0.any()
+    np.testing.assert_array_equal(~np.ma.getmaskarray(ax.collections[1].get_array())
+                                  .reshape(8, 6), z0)
+    theory = [a for a in ax.get_lines() if a.get_label().startswith("theory")]
+    measured = [c for c in ax.collections[2:] if np.allclose(c.get_edgecolor()[0][:3], 0)]
+    assert theory and measured
+    assert min(c.get_zorder() for c in measured) > max(a.get_zorder() for a in theory)
+
+
+def test_zero_band_of_the_curves_and_one_scale_for_the_heatmaps():
+    """Curves: a value at most the floor is drawn inside the zero band [floor/30, floor]
+    (each line at its own height there), every other value where it is. Heatmaps: every
+    panel on one scale ±max|Z| (the vanished columns left out), vanished columns in the
+    zero colour."""
+    from ncjax import style
+    lam = np.array([1.0, 2.0, 3.0, 4.0])
+    s = np.array([[1.0, 0.1, 1e-9, 1e-15], [0.5, 1e-3, 2e-8, 0.0]])
+    fig = draw.group_spreads(lam, s, [9.0, 4.0], [2, 3], [2.5, 3.5], tol=0.01)
+    curves = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("$n_g")]
+    assert len(curves) == 2
+    heights = []
+    for ln, row in zip(curves, s):
+        y = ln.get_ydata()
+        low = row <= F64_FLOOR
+        np.testing.assert_array_equal(y[~low], row[~low])
+        assert np.all((F64_FLOOR / 30 < y[low]) & (y[low] < F64_FLOOR))
+        heights.append(set(y[low]))
+    assert len(heights[0]) == len(heights[1]) == 1 and heights[0] != heights[1]
+    f32 = draw.spread_curve(lam, s, [np.nan, np.nan], line_labels=["a", "b"], tol=0.01,
+                            xlabel="x", dtype="float32")
+    y = f32.axes[0].get_lines()[1].get_ydata()  # 2e-8: data in float64, zero in float32
+    np.testing.assert_array_equal(y[:2], [0.5, 1e-3])
+    assert np.all((F32_FLOOR / 30 < y[2:]) & (y[2:] < F32_FLOOR))
+
+    Zs = np.stack([np.diag([4.0, -1.0, 1e-12]), 0.01 * np.eye(3)])
+    gone = np.array([[False, False, True], [False, False, False]])
+    fig = draw.z_heatmaps(Zs, [[2.0, 1.0, 1.0]] * 2, ["a", "b"], vanished=gone)
+    images = [im for ax in fig.axes for im in ax.get_images()]
+    data = [im for im in images if im.get_cmap().name == "RdBu_r"]
+    assert len(data) == 2 and all(im.norm is data[0].norm for im in data)
+    assert (data[0].norm.vmin, data[0].norm.vmax) == (-4.0, 4.0)
+    (overlay,) = [im for im in images if im not in data]
+    np.testing.assert_array_equal(~np.ma.getmaskarray(overlay.get_array()),
+                                  np.broadcast_to(gone[0], (3, 3)))
+    assert overlay.get_cmap().colors == [style.ZERO_COLOR]
+
+
+def test_report_flags_cosines_of_vectors_at_the_floor(nb_lam):
+    """A cosine between vectors of which one has ||z_k|| <= 1e-5 (ZERO_ATOL) is marked †,
+    in ``ncjax solve``'s lines and in the report's table; others are not."""
+    from types import SimpleNamespace
+    from ncjax import report
+    counts = np.array([100.0, 100.0, 20.0, 20.0])
+    assert analysis.at_floor([1.0, 1.0, 4e-6, 1.0], counts) == {
+        "AA": False, "BB": True, "AB": True}
+    assert analysis.at_floor([1e-5, 1.0, 2e-5, 1.0], counts) == {
+        "AA": True, "BB": False, "AB": True}
+    assert analysis.at_floor([1.0, 1.0, 4e-6, 1.0]) == {  # counts unknown: every pair
+        "AA": True, "BB": True, "AB": True}
+    m = {"cos_Z_AA": -0.5, "cos_Z_BB": 0.3, "cos_Z_AB": np.nan, "norm_z": [1, 1, 4e-6, 1],
+         "nc1": 0.0, "within_spread": 0.0, "convex_objective": 1.0, "minority_collapsed": 0,
+         **{f"minority_spread_{k}": 1.0 for k in "ZWH"}}
+    t = {"lam": 0.01, "c": 2.4, "minority_collapse": 0, "lam_star": 0.02, "etf_cosine": -1 / 3}
+    r = SimpleNamespace(metrics=m, theory=t, counts=counts, lam_W=0.01, lam_H=0.01, lam_b=0.0,
+                        status="converged", steps=3, grad_norm=0.0, objective=1.0, gap=0.0,
+                        Z=np.zeros((4, 4)))
+    line = next(ln for ln in report.solution(r).splitlines() if ln.startswith("cosines"))
+    assert "within A -0.5000  within B +0.3000 †  A-B —" in line
+    assert report.FLOOR_NOTE in report.solution(r)
+    m["norm_z"] = [1, 1, 1, 1]
+    assert "†" not in report.solution(r)
+
+    g = sweep.load(nb_lam)
+    g.fields["metrics.norm_z"][0, 0, 1, 2:] = 3e-6  # n_B = 10, λ = 0.01, seed 1: minority
+    text = report.render(g)
+    cos = lambda k: g[f"metrics.cos_Z_{k}"][0, 0, 1]
+    assert (f"| lam=0.01, seed=1 | 10 | {cos('AA'):+.6f} | {cos('BB'):+.6f} † | "
+            f"{cos('AB'):+.6f} † |") in text
+    assert text.count("†") == 2 + 1  # the two cosines and the note
