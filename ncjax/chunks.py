@@ -20,9 +20,11 @@
     the plan as step c, its pending entry created exclusively: ``save(exclusive=True)``)
 
 A chunk's tree: ``index`` int64 (rows,), each row's flat grid index, -1 for a padding row
-(a chunk is padded to its compiled width by repeating its last cell); objective, gap,
-grad_norm, steps, status (int, ``STATUS_NAMES``), Z, b, class_means, W (leading axis
-rows); metrics and theory, dicts of such arrays (``metrics.<name>`` once flattened).
+(a chunk is padded to its compiled width by repeating its last cell), and the fields of
+``SAVED`` that the run's result has (leading axis rows; dicts of such arrays,
+``metrics.<name>`` once flattened): a solve's objective, gap, grad_norm, steps, status
+(int, ``STATUS_NAMES``), Z, b, class_means, W, metrics and theory; a threshold grid's
+(``threshold_sweep``) status, thresholds and theory.
 
 Checksums: ``checksum`` is sha256 over the flattened tree in sorted key order, each array
 as the JSON text [key, dtype.str, shape] then its C-order bytes, computed from the arrays
@@ -70,9 +72,10 @@ from ncjax.names import STATUS_NAMES
 
 __all__ = ["ORBAX_TMP", "Damaged", "Chunks", "chunk_tally", "entry_ok"]
 
-# Saved per configuration (H is not: (K, m, d) per cell, and class_means summarises it).
+# What a chunk holds of a run's result, per configuration: a solve's fields (H is not:
+# (K, m, d) per cell, and class_means summarises it), a threshold grid's "thresholds"
 SAVED = ("objective", "gap", "grad_norm", "steps", "status", "Z", "b", "class_means", "W",
-         "metrics", "theory")
+         "metrics", "theory", "thresholds")
 ORBAX_TMP = re.compile(r"^(\d+)\.orbax-checkpoint-tmp")
 # Longer than a file system's timestamp tick (a jiffy, 1-10 ms; coarser on some network
 # file systems): two writes further apart than this have different times.
@@ -86,7 +89,7 @@ class Damaged(Exception):
 def chunk_tally(flat: dict) -> dict:
     """The tally (``ncjax.tally``) of a chunk's stored arrays, padding rows left out."""
     keep = np.asarray(flat["index"]) >= 0
-    fields = {k: np.asarray(flat[k])[keep] for k in tally.FIELDS if k in flat}
+    fields = {k: np.asarray(flat[k])[keep] for k in tally.read(flat)}
     return tally.of_cells(fields, np.asarray(STATUS_NAMES)[fields.pop("status")])
 
 
@@ -374,13 +377,15 @@ class Chunks:
         return write_atomic(self.index_dir / f"{step}.json", json.dumps(entry), exclusive)
 
     def save(self, step: int, result: dict, index: np.ndarray, exclusive: bool = False) -> bool:
-        """Commit chunk ``step``: the solver's outputs ``result`` (padded rows included) and
-        ``index``, each row's flat grid index (-1 for a padding row), then its checksums.
+        """Commit chunk ``step``: the run's result (its fields of ``SAVED``, padded rows
+        included) and ``index``, each row's flat grid index (-1 for a padding row), then
+        its checksums.
         Returns True once both are written; ``exclusive`` (workers): False, and nothing
         written, if index/<step>.json exists (another worker commits this chunk)."""
         import orbax.checkpoint as ocp
 
-        tree = {"index": np.asarray(index, np.int64), **{k: result[k] for k in SAVED}}
+        tree = {"index": np.asarray(index, np.int64),
+                **{k: result[k] for k in SAVED if k in result}}
         local = _local(tree)
         if self.primary and not self.write_entry(step, self.entry(step, tree, pending=True),
                                                  exclusive):

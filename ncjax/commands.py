@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ncjax import analysis, claims, diagram, reading, remedies, report
+from ncjax import analysis, claims, diagram, reading, remedies, report, threshold_report
+from ncjax import threshold_study
 from ncjax.validate import MAX_CLASSES, InputError, as_out_path
 
 __all__ = ["NEEDS", "do_bench", "do_export", "do_plot", "do_report", "do_resume", "do_show", "do_solve",
@@ -190,7 +191,7 @@ def _spawn(args, out) -> int:
         print(f"ncjax: workers stopped by {signal.Signals(rc - 128).name}; continue with "
               f"`ncjax resume {out} --workers {n}`", file=sys.stderr)
     elif rc == 0:
-        print(report.show(reading.summary(out), out))
+        print(_show(reading.summary(out), out))
     return rc
 
 
@@ -203,7 +204,7 @@ def do_sweep(args) -> int:
     g = _lazy("sweep").run(args.spec, args.out, chunk_size=args.chunk_size, worker=worker,
                            claim_timeout=args.claim_timeout, quiet=args.quiet, sets=args.set)
     if primary:
-        print(report.show(g.overview(), args.out))
+        print(_show(g.overview(), args.out))
     return 0
 
 
@@ -212,7 +213,7 @@ def do_resume(args) -> int:
         n = int(args.finished.done.size)
         if not args.quiet:
             print("ncjax: " + reading.RESUMING.format(done=n, total=n), file=sys.stderr)
-        print(report.show(args.finished.overview(), args.dir))
+        print(_show(args.finished.overview(), args.dir))
         return 0
     worker = _worker_mode(args)
     if args.workers is not None:
@@ -222,12 +223,23 @@ def do_resume(args) -> int:
     g = _lazy("sweep").resume(args.dir, worker=worker, claim_timeout=args.claim_timeout,
                               verify=args.verify, quiet=args.quiet)
     if primary:
-        print(report.show(g.overview(), args.dir))
+        print(_show(g.overview(), args.dir))
     return 0
 
 
+def _show(s: dict, where) -> str:
+    """``ncjax show``'s text of a run's overview: a threshold grid's with its thresholds."""
+    return (threshold_report.show if "search" in s else report.show)(s, where)
+
+
+def _threshold_grid(path):
+    """The run at ``path`` loaded if it is a threshold grid, else None (solves, runs)."""
+    g = None if remedies.is_collection(path) else reading.load(path)
+    return g if g is not None and threshold_study.applies(g) else None
+
+
 def do_show(args) -> int:
-    print(report.show(reading.summary(args.dir), args.dir))
+    print(_show(reading.summary(args.dir), args.dir))
     return 0
 
 
@@ -277,7 +289,8 @@ def do_plot(args) -> int:
     run over two of lam, c, n_A, n_B, n, ratio the phase diagram with the per-cell
     decision (``plot.phase``), and the one-axis curves for the rest (``plot.curves``); a
     remedies run or a folder of them (``ncjax.remedies``) the remedies figure
-    (``plot.remedies``), at the size preset ``args.size`` where the parser gives one
+    (``plot.remedies``), a threshold grid its thresholds (``plot.thresholds``), at the
+    size preset ``args.size`` where the parser gives one
     (``style.SIZES``; else the default). Prints what the figure shows, then where it was
     written."""
     plot, style = _lazy("plot"), _lazy("style")
@@ -285,6 +298,15 @@ def do_plot(args) -> int:
     style.size_of(size)  # refused, like --out, before the run is read or a cell re-solved
     if args.out is not None:
         as_out_path(args.out, name="--out", formats=style.FORMATS)
+    if (tg := _threshold_grid(args.dir)) is not None:
+        if args.trace is not None or args.cells is not None or args.cell:
+            raise InputError(f"{args.dir}: a threshold grid holds thresholds, not solutions: "
+                             "no --cell, --cells or --trace")
+        path = Path(args.out) if args.out else Path(args.dir) / "thresholds.png"
+        plot.thresholds(tg, size=size, out=path)
+        print(threshold_report.headline(threshold_study.study(tg)))
+        print(f"wrote {path}")
+        return 0
     runs = _remedies_runs(args)
     if runs is not None:  # a remedies run, or a folder of them (``ncjax.remedies``)
         path = Path(args.out) if args.out else Path(args.dir) / "remedies.png"
@@ -354,10 +376,17 @@ def _remedies_runs(args):
 
 
 def do_report(args) -> int:
-    """Write the markdown agreement report of a sweep (``ncjax.report``), or of a remedies
-    study (``report.remedies``); print where."""
+    """Write the markdown agreement report of a sweep (``ncjax.report``), of a remedies
+    study (``report.remedies``) or of a threshold grid (``threshold_report``); print
+    where."""
     if args.out is not None:
         as_out_path(args.out, name="--out")
+    if (tg := _threshold_grid(args.dir)) is not None:
+        out = threshold_report.write(tg, Path(args.out) if args.out else
+                                     Path(args.dir) / "report.md", title=str(args.dir))
+        print(f"wrote {out}")
+        print(threshold_report.headline(threshold_study.study(tg)))
+        return 0
     runs = _remedies_runs(args)
     if runs is not None:
         sts = remedies.studies(runs)

@@ -207,10 +207,15 @@ def expand(spec) -> Grid:
 
     conv = problem.get("convention", "half")
     K, N = Ks[combo], Ns[combo]
+    # no λ at all: a [thresholds] grid along lam or c (its λ the search's), λ_W, λ_H NaN
+    lam_free = not {"lam_W", "lam_H", "lam", "c"} & set(have)
     with np.errstate(all="ignore"):  # refused below: a λ or N out of float64's range
         lam_b = have.get("lam_b", np.zeros(ones))
         if "lam_W" in have and "lam_H" in have:
             lam_W, lam_H, lam_b = to_half(have["lam_W"], have["lam_H"], lam_b, conv)
+        elif lam_free:
+            lam_W = lam_H = np.full(ones, np.nan)
+            lam_b = to_half(0, 0, lam_b, conv)[2]
         else:
             lam = have["lam"] if "lam" in have else have["c"] / N
             lam_W = to_half(have["lam_W"], 0, 0, conv)[0] if "lam_W" in have else lam
@@ -218,6 +223,8 @@ def expand(spec) -> Grid:
             lam_H = _square(lam) / lam_W
         derived = {"lam_W": lam_W, "lam_H": lam_H, "lam_W * lam_H": lam_W * lam_H,
                    "lam_H / lam_W": lam_H / lam_W, "lam_b": np.where(lam_b > 0, lam_b, 1.0)}
+        if lam_free:
+            derived = {"lam_b": derived["lam_b"]}
         checks.append((~np.isfinite(N), lambda i: spec_error(
             path, "[problem]", f"a total count N within float64's range (at {cell(i)[0]})")))
         for k, v in derived.items():

@@ -10,6 +10,10 @@ JAX (so that reading a run's index, ``ncjax show``, starts without the engine):
     DEFAULT_MAX_STEPS     the factored solver's default step budget (``ncjax.stopping``)
     LOSS_PARAMETERS       each loss's name → its parameters' names (``ncjax.losses``,
                           whose factories take exactly these)
+    THRESHOLD_AXES, THRESHOLD_HOLDS, THRESHOLDS
+                          what a threshold search moves, what it holds along n_B, and
+                          what it finds (``ncjax.phases``: AXES, HOLDS, THRESHOLDS)
+    THRESHOLD_RTOL        the range of a search's rtol, [lo, hi)
 
 The modules that own each concept re-export their names from here.
 """
@@ -26,3 +30,8 @@ DEFAULT_MAX_STEPS = 5000
 
 LOSS_PARAMETERS = {"ce": (), "label_smoothing": ("alpha",), "weighted_ce": ("weights",),
                    "logit_adjusted": ("tau",), "vs": ("gamma", "tau"), "mse": ()}
+
+THRESHOLD_AXES = ("lam", "c", "n_B", "ratio")
+THRESHOLD_HOLDS = ("counts", "ratios")
+THRESHOLDS = ("collapse", "vanish", "zero")
+THRESHOLD_RTOL = (1e-12, 1.0)  # a search's bracket's relative width, in [lo, hi)

@@ -82,13 +82,12 @@ import numpy as np
 
 from ncjax import losses, problem, search, theory
 from ncjax.dtypes import x64
+from ncjax.names import THRESHOLD_AXES, THRESHOLD_HOLDS, THRESHOLD_RTOL, THRESHOLDS
 from ncjax.validate import InputError, as_counts, as_int, as_lam
 
 __all__ = ["AXES", "HOLDS", "THRESHOLDS", "Thresholds", "thresholds", "groups_of"]
 
-AXES = ("lam", "c", "n_B", "ratio")
-THRESHOLDS = ("collapse", "vanish", "zero")  # what ``thresholds`` finds (``which``)
-HOLDS = ("counts", "ratios")
+AXES, HOLDS, THRESHOLDS = THRESHOLD_AXES, THRESHOLD_HOLDS, THRESHOLDS  # ``which``
 # the Z = 0 checks' width at least: below, P₀ − P* is under the rounding of P
 ZERO_CHECK = 1e-6
 
@@ -174,8 +173,9 @@ def thresholds(counts, lam_b=0.0, *, loss=None, bias: bool = True, rtol: float =
     n = np.atleast_2d(n).astype(np.float64)
     B, K = n.shape
     rtol = float(as_lam("rtol", rtol, positive=True))
-    if not 1e-12 <= rtol < 1:
-        raise InputError(f"rtol must be in [1e-12, 1), got {rtol}")
+    if not THRESHOLD_RTOL[0] <= rtol < THRESHOLD_RTOL[1]:
+        raise InputError(f"rtol must be in [{THRESHOLD_RTOL[0]:g}, {THRESHOLD_RTOL[1]:g}), "
+                         f"got {rtol}")
     if along not in AXES:
         raise InputError(f"along must be one of {AXES}, got {along!r}")
     if hold not in HOLDS or (hold == "ratios" and along != "n_B"):

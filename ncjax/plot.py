@@ -16,6 +16,9 @@ N, λ or c, λ_b, loss, solver) unless ``title`` is given.
   ``remedies(runs)``      remedies runs (``ncjax.remedies``): per loss the measured minority
                           collapse and vanishing thresholds against the remedy's strength,
                           its theory μ_B beside them, and the A-B cosine at a fixed λ
+  ``thresholds(g)``       a threshold grid (``threshold_study``): each threshold against one
+                          axis (one curve per value of a second, or a heatmap over two),
+                          the theory's beside it (``draw_thresholds``)
   ``cells(g, idx)``       Z (K, K) of chosen cells as heatmaps on one colour scale
   ``trace(retrace(g, idx, steps))``  F − F_final, NC1 and the minority spread against the
                           optimiser step of chosen cells, re-solved from their random starts
@@ -34,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ncjax import analysis, diagram, draw, draw_phase, draw_remedies, metrics, spec, style
+from ncjax import draw_thresholds, threshold_study
 from ncjax import remedies as _remedies
 from ncjax import groups as _groups
 from ncjax import trace as _trace
@@ -355,3 +359,39 @@ def trace(traced: Retrace, *, title=None, size=DEFAULT_SIZE, out=None):
                        traced.nc1 if traced.m > 1 else None, traced.spread, labels,
                        gap_floor=traced.gap_floor, title=head if title is None else title,
                        dtype=traced.dtype, size=size, out=out)
+
+
+def thresholds(g, *, title=None, size=DEFAULT_SIZE, out=None):
+    """A threshold grid (``threshold_study.panels``): along one axis each group's
+    thresholds as curves, one per value of a second axis, the theory's beside each, and
+    with one curve the phase regions (``draw_thresholds.curves``); over two longer axes
+    per threshold a heatmap with the theory's contours, beside its relative error
+    (``draw_thresholds.heatmaps``)."""
+    out = style.check(size, out)
+    p = threshold_study.panels(g)
+    th, prob = g.spec.thresholds, g.spec.problem
+    along = th["along"]
+    fixed = ("lam", "c") if along in ("n_B", "ratio") else ()
+    moving = prob.get("profile") == "two_cluster" and along in ("n_B", "ratio")
+    counts = (f"two clusters {_key(prob, g.axes, 'K_A')} $\\times$ $n_A$ + "
+              f"{_key(prob, g.axes, 'K_B')} $\\times$ $n_B$" if moving else _counts_text(g))
+    parts = [counts] + [f"{AXIS_SYMBOLS[k]} = {prob[k]:g}" + ("/N" * (k == "c"))
+                        for k in fixed if k in prob]
+    parts.append("no bias" if not prob.get("bias", True) else
+                 f"$\\lambda_b$ = {prob.get('lam_b', 0.0):g}" if "lam_b" not in g.axes else "")
+    parts += [LOSS_TITLES.get(prob.get("loss", "ce"), prob.get("loss", "ce")),
+              f"certified thresholds along {AXIS_SYMBOLS.get(along, along)}, rtol "
+              f"{th['rtol']:g}; {g.status.size} cells"]
+    parts += [f"{AXIS_SYMBOLS.get(k, k)} = {v:g}" for k, v in p["sliced"].items()]
+    head = "; ".join(x for x in parts if x) if title is None else title
+    what = f"where it begins: {AXIS_SYMBOLS.get(along, along)}"
+    log = {k: k in ("lam", "c") or draw.is_log_axis(v) for k, v in g.axes.items()}
+    if p["mode"] == "heatmap":
+        return draw_thresholds.heatmaps(
+            p["xv"], p["lv"], p["entries"], xlabel=AXIS_LABELS.get(p["x"], p["x"]),
+            ylabel=AXIS_LABELS.get(p["lines"], p["lines"]), clabel=what, log_x=log[p["x"]],
+            log_y=log[p["lines"]], title=head, size=size, out=out)
+    return draw_thresholds.curves(
+        p["xv"], p["lv"], p["entries"], xlabel=AXIS_LABELS.get(p["x"], p["x"]), ylabel=what,
+        line_label=lambda i: f"{AXIS_SYMBOLS.get(p['lines'], p['lines'])} = {p['lv'][i]:.4g}",
+        log_x=log[p["x"]], title=head, size=size, out=out)

@@ -89,15 +89,19 @@ class SweepGrid:
         return g
 
     def overview(self) -> dict:
-        """What ``ncjax show`` prints (``tally.overview``): from the index's tallies for a
-        loaded run (no chunk read), else from the fields (a ``sel``'d grid)."""
+        """What ``ncjax show`` prints (``tally.overview``; a threshold grid's also its
+        [thresholds] table, "search"): from the index's tallies for a loaded run (no chunk
+        read), else from the fields (a ``sel``'d grid)."""
         t = self.tally
         if t is None:
-            done = self.done.ravel()
-            fields = {k: self[k].reshape(-1)[done] for k in tally.FIELDS[1:]
-                      if k in self.fields}
+            done, n = self.done.ravel(), len(self.shape)
+            fields = {k: self[k].reshape((-1,) + self[k].shape[n:])[done]
+                      for k in tally.read(self.fields) if k != "status"}
             t = tally.of_cells(fields, self.status.reshape(-1)[done])
-        return tally.overview(self.shape, self.axes, t)
+        out = tally.overview(self.shape, self.axes, t)
+        if self.spec.thresholds is not None:
+            out["search"] = dict(self.spec.thresholds)
+        return out
 
     def to_xarray(self):
         """Every stored field as an ``xarray.Dataset`` (``pip install 'ncjax[xarray]'``).
@@ -106,9 +110,10 @@ class SweepGrid:
         the theory's "theory.lam_star" → "theory_lam_star"), its dimensions the run's axes,
         then (``DIMS``) "class" for a per-class value, ("logit", "class") for Z (column k
         = class k's mean logits), ("class", "feature") for W and the class means,
-        ("class", "class_j") for a cosine matrix; booleans as 0/1 (NaN where missing),
-        "status" as text. Coordinates: every axis, and the classes; attributes: the run's
-        problem, solver and loss (JSON), the spec's text and the versions that wrote it."""
+        ("class", "class_j") for a cosine matrix, "groups" (and "end", a bracket's) for a
+        threshold grid's; booleans as 0/1 (NaN where missing), "status" as text.
+        Coordinates: every axis, and the classes; attributes: the run's problem, solver and
+        loss (JSON), the spec's text and the versions that wrote it."""
         try:
             import xarray as xr
         except ImportError:
@@ -134,7 +139,11 @@ class SweepGrid:
 
 # the dimensions of a field's per-cell axes (``SweepGrid.to_xarray``), by its name
 DIMS = {"Z": ("logit", "class"), "W": ("class", "feature"),
-        "class_means": ("class", "feature")}
+        "class_means": ("class", "feature"),
+        # a threshold grid's (``threshold_sweep``): per group of classes, a bracket's two ends
+        "group": ("class",), "collapse": ("groups",), "vanish": ("groups",),
+        **{f"{k}_{s}": ("groups", "end") for k in ("collapse", "vanish")
+           for s in ("bracket", "gap")}, "zero_bracket": ("end",), "zero_gap": ("end",)}
 
 
 def _dims_of(name: str, ndim: int) -> list[str]:

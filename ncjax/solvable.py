@@ -61,8 +61,8 @@ def _check_solve(spec: Spec, grid: Grid) -> None:
 
 def check(spec: Spec) -> Spec:
     """``spec`` if the engine accepts it: the loss at every cell of its axes (a bad value
-    names its ``[problem]`` or ``[axes]`` key), then one solve setting per K block; else a
-    SpecError."""
+    names its ``[problem]`` or ``[axes]`` key), then, but for a threshold grid
+    (``ncjax.threshold_sweep.check``), one solve setting per K block; else a SpecError."""
     problem, axes, path = spec.problem, spec.axes, spec.path
     have = set(problem) | set(axes)
     try:
@@ -73,5 +73,6 @@ def check(spec: Spec) -> Spec:
         where = "[axes]" if word in axes else "[problem]"
         key = f"{where}.{word}" if word in LOSS_KEYS else "[problem].loss"
         raise SpecError(f"{path}: {key}: {e}") from None
-    _check_solve(spec, expand(spec))
+    if spec.thresholds is None:  # a threshold grid runs no solve of its settings
+        _check_solve(spec, expand(spec))
     return spec

@@ -22,6 +22,16 @@ A spec has four tables (every key optional unless said)::
                 max_steps, dtype, learning_rate, memory_size, gap_tol ("converged" then
                 also means certified: gap ≤ gap_tol·max(1, |F|)), pool (either method)
     [run]       chunk_size (integer ≥ 1)
+    [thresholds]  a threshold grid (``ncjax.thresholds``, one search per cell): along (one
+                of ``names.THRESHOLD_AXES``, required), bracket = [lo, hi] (0 < lo < hi, in
+                the axis's units; required along n_B and the ratio), rtol (in [1e-12, 1),
+                default 1e-6), hold ("counts" | "ratios", the latter only along n_B),
+                which (a list of ``names.THRESHOLDS``, default all), lam_min (along lam or c
+                without a bracket), max_steps. Along lam or c the cells have no λ (no lam,
+                c, lam_W, lam_H); along n_B or the ratio each cell's λ (or its c) is the
+                search's fixed λ (or c) and no axis is the searched one. A [solver] table,
+                a seed axis, d and m are refused: every solve is the search's own certified
+                float64 convex solve.
 
 Everything is checked before anything runs; an error names the file, the key and what
 was expected (``SpecError``): each value's type and range (integers below 2**31, seeds in
@@ -47,7 +57,8 @@ import numpy as np
 
 from ncjax.grid import PROFILE_KEYS, Grid, SpecError, expand, spec_error  # noqa: F401
 from ncjax.convention import CONVENTIONS
-from ncjax.names import LOSS_PARAMETERS
+from ncjax.names import (LOSS_PARAMETERS, THRESHOLD_AXES, THRESHOLD_HOLDS, THRESHOLD_RTOL,
+                         THRESHOLDS)
 from ncjax.validate import SEED_RANGE, InputError  # noqa: F401 - re-exported
 
 # the loss's parameters: [problem] keys, and the scalar ones axes too (one value a class
@@ -75,7 +86,9 @@ TABLES = {
     "solver": {"method", "optimizer", "gtol", "ftol", "max_steps", "dtype", "learning_rate",
                "memory_size", "gap_tol", "pool"},
     "run": {"chunk_size"},
+    "thresholds": {"along", "bracket", "rtol", "hold", "which", "lam_min", "max_steps"},
 }
+LAM_KEYS = ("lam", "c", "lam_W", "lam_H")  # what fixes λ: none along lam or c
 
 
 class Spec(NamedTuple):
@@ -87,6 +100,7 @@ class Spec(NamedTuple):
     solver: dict
     run: dict
     text: str  # the file as read, stored with a sweep so a resume can compare
+    thresholds: dict | None = None  # the [thresholds] table, defaults filled; None: a solve
 
 
 _err = spec_error
@@ -153,7 +167,7 @@ def _axis_values(path, name, raw) -> np.ndarray:
     return vals
 
 
-def _check_problem(path, problem, axes):
+def _check_problem(path, problem, axes, lam_free: bool = False):
     prof = problem.get("profile")
     if prof not in PROFILE_KEYS:
         raise _err(path, "[problem].profile", f"one of {sorted(PROFILE_KEYS)}", prof)
@@ -180,7 +194,7 @@ def _check_problem(path, problem, axes):
     ways = [w for w in (("lam_W", "lam_H"), ("lam",), ("c",)) if set(w) <= have]
     if "lam" in have and "c" in have:
         raise _err(path, "[problem]", "one of lam or c (both set λ)")
-    if not ways:
+    if not ways and not lam_free:
         raise _err(path, "[problem]", "a regularisation: lam_W and lam_H, or lam, or c")
     if ("lam" in have or "c" in have) and "lam_H" in have:
         raise _err(path, "lam_H", "no lam_H when lam or c sets λ (λ_H = λ²/λ_W)")
@@ -207,8 +221,73 @@ def _check_problem(path, problem, axes):
                    problem["convention"])
 
 
+def _check_thresholds(path, raw: dict, problem, axes, tables) -> dict:
+    """The [thresholds] table ``raw`` checked against the spec's other tables, with its
+    defaults filled (module docstring)."""
+    key = lambda k: f"[thresholds].{k}"
+    th = {"rtol": 1e-6, "hold": "counts", "which": list(THRESHOLDS), **raw}
+    along = th.get("along")
+    if along not in THRESHOLD_AXES:
+        raise _err(path, key("along"), f"one of {list(THRESHOLD_AXES)}", along)
+    if th["hold"] not in THRESHOLD_HOLDS:
+        raise _err(path, key("hold"), f"one of {list(THRESHOLD_HOLDS)}", th["hold"])
+    if th["hold"] == "ratios" and along != "n_B":
+        raise _err(path, key("hold"), f"'counts' along {along!r} ('ratios' only along "
+                   "n_B)", th["hold"])
+    which = th["which"]
+    if (not isinstance(which, list) or not which or len(set(which)) < len(which)
+            or not all(isinstance(w, str) and w in THRESHOLDS for w in which)):
+        raise _err(path, key("which"), f"a list of distinct names among {list(THRESHOLDS)}",
+                   which)
+    lo, hi = THRESHOLD_RTOL
+    if not lo <= th["rtol"] < hi:
+        raise _err(path, key("rtol"), f"a number in [{lo:g}, {hi:g})", th["rtol"])
+    if "max_steps" in th and th["max_steps"] < 1:
+        raise _err(path, key("max_steps"), "an integer >= 1", th["max_steps"])
+    if "bracket" in th:
+        b = th["bracket"]
+        if not 0 < b[0] < b[1]:
+            raise _err(path, key("bracket"), "[lo, hi] with 0 < lo < hi", b)
+    elif along in ("n_B", "ratio"):
+        raise _err(path, key("bracket"), f"[lo, hi], the range of {along} searched")
+    if "lam_min" in th:
+        if along not in ("lam", "c") or "bracket" in th:
+            raise _err(path, key("lam_min"), "no lam_min but along lam or c without a "
+                       "bracket (the bottom of the λ range)")
+        if th["lam_min"] <= 0:
+            raise _err(path, key("lam_min"), "a number > 0", th["lam_min"])
+    if "solver" in tables:
+        raise _err(path, "[solver]", "no [solver] table with [thresholds] (every solve is "
+                   "the search's own certified float64 convex solve)")
+    bad = ["seed"] if "seed" in axes else []
+    if along in ("lam", "c"):
+        bad += [k for k in LAM_KEYS if k in axes or k in problem]
+    elif along in axes:
+        bad.append(along)
+    bad += [k for k in ("d", "m") if k in problem]
+    if bad:
+        name = bad[0]
+        why = ("a search is deterministic" if name == "seed" else
+               "the search solves the convex form" if name in ("d", "m") else
+               f"the search moves {'λ' if along in ('lam', 'c') else along}")
+        where = "[axes]" if name in axes else "[problem]"
+        raise _err(path, f"{where}.{name}", f"no {name} with [thresholds].along = "
+                   f"{along!r} ({why})")
+    return th
+
+
 def _check_types(path, table, name, v):
     key = f"[{table}].{name}"
+    if table == "thresholds" and name in ("along", "hold"):
+        if not isinstance(v, str):
+            raise _err(path, key, "a string", v)
+        return v
+    if table == "thresholds" and name == "which":
+        return [v] if isinstance(v, str) else v  # checked with the table
+    if table == "thresholds" and name == "bracket":
+        if not isinstance(v, list) or len(v) != 2:
+            raise _err(path, key, "[lo, hi]", v)
+        return [_number(path, key, x) for x in v]
     if name == "bias":
         if not isinstance(v, bool):
             raise _err(path, key, "true or false", v)
@@ -250,7 +329,11 @@ def loads(text: str, path: str = "<spec>") -> Spec:
     solver = {k: _check_types(path, "solver", k, v) for k, v in raw.get("solver", {}).items()}
     run = {k: _check_types(path, "run", k, v) for k, v in raw.get("run", {}).items()}
     axes = {k: _axis_values(path, k, v) for k, v in raw.get("axes", {}).items()}
-    _check_problem(path, problem, axes)
+    th = {k: _check_types(path, "thresholds", k, v) for k, v in raw.get("thresholds", {}).items()}
+    if "thresholds" in raw:
+        th = _check_thresholds(path, th, problem, axes, raw)
+    _check_problem(path, problem, axes,
+                   lam_free="thresholds" in raw and th["along"] in ("lam", "c"))
     if "chunk_size" in run and run["chunk_size"] < 1:
         raise _err(path, "[run].chunk_size", "an integer >= 1", run["chunk_size"])
     for name in ("gtol", "ftol", "gap_tol", "learning_rate"):
@@ -259,7 +342,7 @@ def loads(text: str, path: str = "<spec>") -> Spec:
     cells = math.prod(v.size for v in axes.values())
     if cells > MAX_CELLS:
         raise _err(path, "[axes]", f"at most {MAX_CELLS} cells in the grid, got {cells}")
-    return Spec(path, problem, axes, solver, run, text)
+    return Spec(path, problem, axes, solver, run, text, th if "thresholds" in raw else None)
 
 
 def _value(v) -> str:

@@ -5,7 +5,9 @@ refused what ``solver.prepare`` would, and the chunk size is checked, before the
 directory is written) →
 chunks (``plan``: at most ``chunk_size`` configurations sharing one K, not yet in a
 committed chunk, fewer where device memory is short) → ``solver.solve_sharded`` over every device of every process → one committed
-chunk each (``ncjax.store``, which owns the run directory's layout and the chunk format).
+chunk each (``ncjax.store``, which owns the run directory's layout and the chunk format);
+a threshold grid's chunk (a spec with [thresholds]) is one ``ncjax.thresholds`` call
+instead (``ncjax.threshold_sweep``), on one device.
 Configuration i starts from the key fold_in(key(seed_i), i), so its result does not depend
 on the chunking, the device count or a resume. I/O and progress live here and in
 ``ncjax.store`` only. A resume first surveys the chunks (``store.Chunks.survey``: every
@@ -35,7 +37,7 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ncjax import batching, claims, dtypes, solvable, solver, store
+from ncjax import batching, claims, dtypes, solvable, solver, store, threshold_sweep
 from ncjax.progress import Progress
 from ncjax import spec as _spec
 from ncjax.chunks import SAVED
@@ -235,6 +237,10 @@ def _fitting(spec, grid, chunk_size: int, blocks: dict, log) -> int:
     """The chunk size that fits in device memory (``bytes_per_config``), at most
     ``chunk_size``; logs the devices. ``blocks``: K -> cells of that K."""
     devices, opts = jax.devices(), spec.solver
+    if spec.thresholds is not None:  # a few K×K matrices a search: chunks fit
+        log(f"{int(np.prod(grid.shape))} configurations, thresholds along "
+            f"{spec.thresholds['along']} on one {jax.default_backend()} device")
+        return chunk_size
     d = max(int(grid.params_at(b[:1])["d"][0]) for b in grid.blocks())
     per_cfg = bytes_per_config(max(blocks), d,
                                int(spec.problem.get("m", 1)), opts.get("memory_size", 10),
@@ -261,7 +267,10 @@ def _solve(spec, grid, idx: np.ndarray, size: int, blocks: dict):
     """(the solver's outputs, the rows' flat indices) of the cells ``idx`` (one K): padded
     to one width per K block (one compiled program), as the solver pads a batch
     (``batching.layout``); padding rows repeat the last cell and are stored with index -1.
-    ``blocks``: K -> cells of that K."""
+    ``blocks``: K -> cells of that K. A threshold grid's cells: ``threshold_sweep.solve``,
+    unpadded."""
+    if spec.thresholds is not None:
+        return threshold_sweep.solve(spec, grid, idx)
     devices, opts = jax.devices(), spec.solver
     width = batching.layout(min(size, blocks[int(grid.params_at(idx[:1])["K"][0])]), devices,
                             opts.get("method", "ufm"), opts.get("pool"))[0]
@@ -289,7 +298,7 @@ def _solve_pieces(spec, grid, idx: np.ndarray, size: int, blocks: dict, log):
                 raise
             size = _halve(piece.size, e, log)
             continue
-        parts.append(({k: r[k] for k in SAVED}, index))
+        parts.append(({k: r[k] for k in SAVED if k in r}, index))
         start += piece.size
     if len(parts) == 1:
         return parts[0]
@@ -324,7 +333,8 @@ def run(spec_path, out, *, chunk_size: int | None = None, quiet: bool = False,
 
 
 def _checked(spec_path, chunk_size, sets=()):
-    sp = solvable.check(_spec.load(spec_path, sets))
+    sp = _spec.load(spec_path, sets)
+    sp = (solvable.check if sp.thresholds is None else threshold_sweep.check)(sp)
     size = check_chunk_size(sp.run.get("chunk_size", DEFAULT_CHUNK) if chunk_size is None
                             else chunk_size)
     return sp, size, _spec.expand(sp)

@@ -18,22 +18,39 @@ A tally is a JSON-able dict:
     objective   [min, max] of the finite objectives, or None
     max_grad    the largest finite ‖∇F‖, or None (the convex route records none)
     gap         [max abs, max relative to max(1, |F|)] of the certified gaps, or None
+
+those four of a solve's cells; of a threshold grid's (``ncjax.threshold_sweep``) instead
+
+    thresholds  {kind: {"found": cells with a finite threshold, "compared": of those, cells
+                 with the theory's beside it, "max_error": the largest |measured/theory −
+                 1| there, or None}, each a list over the groups (one entry for "zero")},
+                 for the kinds the run finds (``names.THRESHOLDS``)
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["FIELDS", "of_cells", "merge", "overview", "valid"]
+from ncjax.names import THRESHOLDS
+
+__all__ = ["FIELDS", "of_cells", "merge", "overview", "read", "valid"]
 
 # a tally of another version (an index entry of an earlier ncjax) is taken anew
 VERSION = 2
 # the fields a tally reads (flat names, as chunks and loaded grids hold them)
 FIELDS = ("status", "objective", "gap", "grad_norm", "metrics.minority_collapsed",
           "theory.minority_collapse", "theory.derived")
+# a threshold grid's: each kind's measured thresholds and the theory's beside them
+THRESHOLD_FIELDS = tuple(f"{t}.{k}" for k in THRESHOLDS for t in ("thresholds", "theory"))
+
+
+def read(names) -> list[str]:
+    """The fields of ``names`` (a chunk's or a loaded grid's) that a tally reads."""
+    return [k for k in names if k in FIELDS or k in THRESHOLD_FIELDS]
 
 
 def _range(v) -> list | None:
@@ -48,6 +65,10 @@ def of_cells(fields: Mapping, status_names) -> dict:
     names, counts = np.unique(np.asarray(status_names, str), return_counts=True)
     out = {"version": VERSION, "cells": int(np.asarray(status_names).size),
            "status": {str(n): int(c) for n, c in zip(names, counts)}}
+    if any(k in fields for k in THRESHOLD_FIELDS):
+        out["thresholds"] = {k: _thresholds(fields, k) for k in THRESHOLDS
+                             if f"thresholds.{k}" in fields}
+        return out
     n = out["cells"]
     m = np.asarray(fields.get("metrics.minority_collapsed", np.full(n, np.nan)), float)
     t = np.asarray(fields.get("theory.minority_collapse", np.full(n, np.nan)), float)
@@ -69,12 +90,49 @@ def of_cells(fields: Mapping, status_names) -> dict:
     return out
 
 
+def _thresholds(fields: Mapping, kind: str) -> dict:
+    """One kind's entry of a threshold grid's tally (module docstring)."""
+    m = np.asarray(fields[f"thresholds.{kind}"], float)
+    t = np.asarray(fields.get(f"theory.{kind}", np.full(m.shape, np.nan)), float)
+    G = int(np.prod(m.shape[1:]))  # the groups; one for "zero"
+    m, t = m.reshape(m.shape[0], G), t.reshape(t.shape[0], G)
+    both = np.isfinite(m) & np.isfinite(t)
+    err = np.where(both, np.abs(m / np.where(both, t, 1.0) - 1), -np.inf).max(0, initial=-np.inf)
+    return {"found": np.isfinite(m).sum(0).tolist(), "compared": both.sum(0).tolist(),
+            "max_error": [float(e) if np.isfinite(e) else None for e in err]}
+
+
 def _max(a, b):
     return b if a is None else a if b is None else max(a, b)
 
 
+def _merge_thresholds(a: dict, b: dict) -> dict:
+    """Two threshold tallies' entries merged, group by group (a run's K blocks may have
+    different numbers of groups)."""
+    out = {}
+    for kind in [k for k in THRESHOLDS if k in a or k in b]:
+        x, y = a.get(kind, {}), b.get(kind, {})
+        pairs = lambda key, fill: itertools.zip_longest(x.get(key, []), y.get(key, []),
+                                                        fillvalue=fill)
+        out[kind] = {"found": [p + q for p, q in pairs("found", 0)],
+                     "compared": [p + q for p, q in pairs("compared", 0)],
+                     "max_error": [_max(p, q) for p, q in pairs("max_error", None)]}
+    return out
+
+
 def merge(tallies: Iterable[dict]) -> dict:
-    """One tally of the union of the sets (disjoint) that ``tallies`` describe."""
+    """One tally of the union of the sets (disjoint) that ``tallies`` describe: of a
+    threshold grid if any of them is (``of_cells``)."""
+    tallies = list(tallies)
+    if any("thresholds" in t for t in tallies):
+        out = {"version": VERSION, "cells": 0, "status": {}, "thresholds": {}}
+        for t in tallies:
+            out["cells"] += t["cells"]
+            for k, v in t["status"].items():
+                out["status"][k] = out["status"].get(k, 0) + v
+            out["thresholds"] = _merge_thresholds(out["thresholds"], t.get("thresholds", {}))
+        out["status"] = dict(sorted(out["status"].items()))
+        return out
     out = {"version": VERSION, "cells": 0, "status": {}, "collapse": {"measured": 0, "solved": 0, "derived": 0,
                                                   "predicted": 0, "differ": 0},
            "objective": None, "max_grad": None, "gap": None}
@@ -101,7 +159,8 @@ def overview(shape, axes, t: dict) -> dict:
     """What ``ncjax show`` prints of a grid of ``shape`` over ``axes`` (name → values)
     whose solved cells have the tally ``t``: shape, size, axes (name → (size, min, max)),
     status (name → cells, "missing" for those not solved); once a cell is solved also
-    collapse, objective (min, max), max_grad and, where gaps were certified, gap."""
+    collapse, objective (min, max), max_grad and, where gaps were certified, gap; of a
+    threshold grid instead its tally's thresholds."""
     size = int(np.prod(shape))
     status = dict(t["status"])
     if size > t["cells"]:
@@ -109,7 +168,9 @@ def overview(shape, axes, t: dict) -> dict:
     out = {"shape": tuple(shape), "size": size,
            "axes": {k: (np.size(v), np.min(v), np.max(v)) for k, v in axes.items()},
            "status": dict(sorted(status.items()))}
-    if t["cells"]:
+    if "thresholds" in t:
+        out["thresholds"] = t["thresholds"]
+    elif t["cells"]:
         out.update(collapse=t["collapse"], objective=tuple(t["objective"] or (np.nan,) * 2),
                    max_grad=t["max_grad"])
         if t["gap"] is not None:
@@ -120,8 +181,15 @@ def overview(shape, axes, t: dict) -> dict:
 def valid(t) -> bool:
     """Whether ``t`` has a tally's shape (an index entry read from disk)."""
     try:
-        return (t["version"] == VERSION and type(t["cells"]) is int
-                and all(type(v) is int for v in t["status"].values())
+        head = (t["version"] == VERSION and type(t["cells"]) is int
+                and all(type(v) is int for v in t["status"].values()))
+        if head and "thresholds" in t:
+            return set(t["thresholds"]) <= set(THRESHOLDS) and all(
+                all(type(v) is int for v in e["found"] + e["compared"])
+                and len(e["found"]) == len(e["compared"]) == len(e["max_error"])
+                and all(v is None or isinstance(v, float) and math.isfinite(v)
+                        for v in e["max_error"]) for e in t["thresholds"].values())
+        return (head
                 and all(type(t["collapse"][k]) is int for k in
                         ("measured", "solved", "derived", "predicted", "differ"))
                 and all(t[k] is None or (len(t[k]) == 2 and all(
