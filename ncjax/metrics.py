@@ -25,11 +25,11 @@ import jax
 import jax.numpy as jnp
 
 from ncjax import dual, model
+from ncjax.names import PHASES
 from ncjax.problem import Problem
 from ncjax.tolerances import COLLAPSE_TOL, ZERO_ATOL, rounding
 
 # the phase of a group (of a cell: of its minority), by code; ``phase`` names them
-PHASES = ("none", "minority collapsed", "minority vanished", "Z = 0")
 NONE, COLLAPSED, VANISHED, ZERO = range(len(PHASES))
 
 

@@ -10,6 +10,7 @@ JAX (so that reading a run's index, ``ncjax show``, starts without the engine):
     DEFAULT_MAX_STEPS     the factored solver's default step budget (``ncjax.stopping``)
     LOSS_PARAMETERS       each loss's name → its parameters' names (``ncjax.losses``,
                           whose factories take exactly these)
+    PHASES                the phase of a cell, by its code (``ncjax.metrics.phase``)
     THRESHOLD_AXES, THRESHOLD_HOLDS, THRESHOLDS
                           what a threshold search moves, what it holds along n_B, and
                           what it finds (``ncjax.phases``: AXES, HOLDS, THRESHOLDS)
@@ -30,6 +31,8 @@ DEFAULT_MAX_STEPS = 5000
 
 LOSS_PARAMETERS = {"ce": (), "label_smoothing": ("alpha",), "weighted_ce": ("weights",),
                    "logit_adjusted": ("tau",), "vs": ("gamma", "tau"), "mse": ()}
+
+PHASES = ("none", "minority collapsed", "minority vanished", "Z = 0")
 
 THRESHOLD_AXES = ("lam", "c", "n_B", "ratio")
 THRESHOLD_HOLDS = ("counts", "ratios")

@@ -75,12 +75,13 @@ def solution(r) -> str:
 
 
 def show(s: dict, where) -> str:
-    """Axes, progress, status counts and headline metrics of a loaded sweep at ``where``
-    (``ncjax show``), from ``SweepGrid.overview`` (``ncjax.reading``)."""
+    """``ncjax show`` of the run at ``where``, from ``SweepGrid.overview``."""
     lines = [f"run {where}: grid {' x '.join(map(str, s['shape']))} = {s['size']} configurations"]
     for name, (size, lo, hi) in s["axes"].items():
         lines.append(f"  axis {name:6s} {size:4d} values  {lo:g} .. {hi:g}")
     lines.append("  status " + ", ".join(f"{n} {c}" for n, c in s["status"].items()))
+    if "phases" in s:  # of a solve's cells (``metrics.phase``)
+        lines.append("  phase " + ", ".join(f"{n} {c}" for n, c in s["phases"].items()))
     if "collapse" in s:
         c = s["collapse"]
         cover = ("" if c["derived"] == c["solved"] else
@@ -243,8 +244,7 @@ def trace(traced) -> str:
 
 
 def headline(a: dict) -> str:
-    """One line: how often the measured minority collapse matches the theory
-    (``analysis.agreement``)."""
+    """One line: how often the measured collapse matches the theory (``analysis.agreement``)."""
     return (f"minority collapse matches the theory in {a['agree']} of {a['solved']} solved "
             f"cells ({_f(a['fraction'], '.2%')}); in {a['far_agree']} of {a['far']} cells "
             f"farther than {FAR:.0%} from lam* ({_f(a['far_fraction'], '.2%')})")

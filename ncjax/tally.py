@@ -18,6 +18,8 @@ A tally is a JSON-able dict:
     objective   [min, max] of the finite objectives, or None
     max_grad    the largest finite ‖∇F‖, or None (the convex route records none)
     gap         [max abs, max relative to max(1, |F|)] of the certified gaps, or None
+    phases      {phase name (``names.PHASES``): cells with that metrics.phase}; absent for
+                cells stored without it (an earlier ncjax), and then in a merge
 
 those four of a solve's cells; of a threshold grid's (``ncjax.threshold_sweep``) instead
 
@@ -35,7 +37,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from ncjax.names import THRESHOLDS
+from ncjax.names import PHASES, THRESHOLDS
 
 __all__ = ["FIELDS", "of_cells", "merge", "overview", "read", "valid"]
 
@@ -43,7 +45,7 @@ __all__ = ["FIELDS", "of_cells", "merge", "overview", "read", "valid"]
 VERSION = 2
 # the fields a tally reads (flat names, as chunks and loaded grids hold them)
 FIELDS = ("status", "objective", "gap", "grad_norm", "metrics.minority_collapsed",
-          "theory.minority_collapse", "theory.derived")
+          "theory.minority_collapse", "theory.derived", "metrics.phase")
 # a threshold grid's: each kind's measured thresholds and the theory's beside them
 THRESHOLD_FIELDS = tuple(f"{t}.{k}" for k in THRESHOLDS for t in ("thresholds", "theory"))
 
@@ -87,6 +89,9 @@ def of_cells(fields: Mapping, status_names) -> dict:
         out["gap"] = None if ga is None else [ga[1], gr[1]]
     else:
         out["gap"] = None
+    if "metrics.phase" in fields:
+        code = np.asarray(fields["metrics.phase"])
+        out["phases"] = {p: int(np.sum(code == i)) for i, p in enumerate(PHASES)}
     return out
 
 
@@ -151,6 +156,8 @@ def merge(tallies: Iterable[dict]) -> dict:
             g = out["gap"]
             out["gap"] = list(t["gap"]) if g is None else [max(g[0], t["gap"][0]),
                                                            max(g[1], t["gap"][1])]
+    if tallies and all("phases" in t for t in tallies):
+        out["phases"] = {p: sum(t["phases"].get(p, 0) for t in tallies) for p in PHASES}
     out["status"] = dict(sorted(out["status"].items()))
     return out
 
@@ -175,6 +182,8 @@ def overview(shape, axes, t: dict) -> dict:
                    max_grad=t["max_grad"])
         if t["gap"] is not None:
             out["gap"] = tuple(t["gap"])
+        if "phases" in t:
+            out["phases"] = t["phases"]
     return out
 
 
@@ -195,6 +204,7 @@ def valid(t) -> bool:
                 and all(t[k] is None or (len(t[k]) == 2 and all(
                     isinstance(x, float) and not math.isnan(x) for x in t[k]))
                         for k in ("objective", "gap"))
-                and (t["max_grad"] is None or isinstance(t["max_grad"], float)))
+                and (t["max_grad"] is None or isinstance(t["max_grad"], float))
+                and ("phases" not in t or all(type(v) is int for v in t["phases"].values())))
     except (KeyError, TypeError, AttributeError):
         return False

@@ -283,3 +283,15 @@ def test_convex_method_sweep_is_certified(spec_file, reference, tmp_path):
     assert (g["gap"] <= 1e-8).all() and (reference["gap"] <= 1e-7).all()
     np.testing.assert_allclose(g["objective"], reference["objective"], rtol=1e-7)
     assert np.array_equal(g["metrics.minority_collapsed"], reference["metrics.minority_collapsed"])
+
+
+def test_show_counts_the_cells_of_each_phase(reference):
+    """The index's phase counts (``ncjax show``) are those of the stored metrics.phase, and
+    the cells past "none" are the cells measured collapsed (one rule, metrics.phase)."""
+    from ncjax import names
+    g = reference
+    s = g.overview()  # from the index's tallies
+    code = g["metrics.phase"].ravel()
+    assert s["phases"] == {p: int(np.sum(code == i)) for i, p in enumerate(names.PHASES)}
+    assert sum(s["phases"].values()) == g.done.sum()
+    assert s["collapse"]["measured"] == sum(s["phases"].values()) - s["phases"]["none"]
