@@ -1,9 +1,8 @@
 """Text made from the numbers of ``ncjax.analysis``, ``ncjax.diagram`` and ``ncjax.groups``:
 the markdown report of a loaded sweep (``render``, ``write``: ``ncjax report``) and the
-lines the command line prints (``solution`` of one solve; ``show``; beside a figure
-``phase``, ``groups``, ``curves``, ``cells``, ``trace``; the notices ``slice_note``,
-``trace_note``; ``headline``; the remedies study ``remedies``, markdown, and
-``remedies_write``). Each function returns a string (``write``: the path).
+lines the command line prints (``solution``; ``show``; beside a figure ``phase``,
+``groups``, ``curves``, ``cells``, ``trace``; ``slice_note``, ``trace_note``, ``headline``;
+the remedies study ``remedies``, ``remedies_write``). Each returns a string (or a path).
 """
 
 from __future__ import annotations
@@ -221,8 +220,7 @@ def cells(cs: list[dict]) -> str:
 
 
 def trace_note(solver: dict) -> str | None:
-    """The notice that a convex-method run (``solver``: its spec's [solver] table) is
-    traced with the UFM solver, the convex method having no path in (W, H, b)."""
+    """The notice that a convex run (``solver``: its [solver] table) is traced by UFM's."""
     if solver.get("method", "ufm") != "convex":
         return None
     return ("this run used the convex method, which has no path in (W, H, b); tracing the "
@@ -257,7 +255,9 @@ def render(g, title: str = "sweep") -> str:
     L = [f"# ncjax report: {title}", "",
          f"Grid {' x '.join(map(str, g.shape))} = {g.status.size} cells; axes: "
          + ", ".join(f"{k} ({v.size} values, {v.min():g} .. {v.max():g})"
-                     for k, v in g.axes.items()) + ".", "",
+                     for k, v in g.axes.items()) + "." + "".join(
+             " Cells by phase (`metrics.phase`): " + ", ".join(f"{n} {c}" for n, c in p.items())
+             + "." for p in [g.overview().get("phases")] if p), "",
          "## Agreement with the theory", "",
          f"Measured `metrics.minority_collapsed` (minority spread of Z <= {COLLAPSE_TOL:g}) "
          "against the prediction `theory.minority_collapse` (lam >= lam* = sqrt(n_B)/N).", "",

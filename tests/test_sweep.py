@@ -295,3 +295,6 @@ def test_show_counts_the_cells_of_each_phase(reference):
     assert s["phases"] == {p: int(np.sum(code == i)) for i, p in enumerate(names.PHASES)}
     assert sum(s["phases"].values()) == g.done.sum()
     assert s["collapse"]["measured"] == sum(s["phases"].values()) - s["phases"]["none"]
+    from ncjax import report
+    assert ("Cells by phase (`metrics.phase`): " + ", ".join(
+        f"{p} {c}" for p, c in s["phases"].items()) + ".") in report.render(g)
