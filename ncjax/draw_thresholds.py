@@ -113,13 +113,7 @@ def curves(x, lines, entries, *, xlabel, ylabel, line_label, log_x=True, log_y=T
                                label=line_label(i)) for i, c in enumerate(colours)]
         else:
             handles += [Patch(color=c, label=f"phase: {w}") for w, c in REGIONS.items()]
-        fig.legend(handles=handles, loc="outside lower center", frameon=False,
-                   ncol=style.columns([h.get_label() for h in handles], s, most=4))
-        if title:
-            fig.suptitle(style.wrap(title, s))
-    if out is not None:
-        style.save(fig, out)
-    return fig
+        return _finish(fig, handles, s, title, out, most=4)
 
 
 def _edges(v, log):
@@ -189,10 +183,15 @@ def heatmaps(x, y, entries, *, xlabel, ylabel, clabel, log_x=True, log_y=True, t
                    Line2D([], [], color="k", lw=0.8 * s.line, ls="--",
                           label="measured (same levels)"),
                    Patch(color=NONE_COLOR, label="no threshold in the bracket")]
-        fig.legend(handles=handles, loc="outside lower center", frameon=False,
-                   ncol=style.columns([h.get_label() for h in handles], s, most=3))
-        if title:
-            fig.suptitle(style.wrap(title, s))
+        return _finish(fig, handles, s, title, out, most=3)
+
+
+def _finish(fig, handles, s, title, out, *, most: int):
+    """The figure-level legend below the panels, the title, the file."""
+    fig.legend(handles=handles, loc="outside lower center", frameon=False,
+               ncol=style.columns([h.get_label() for h in handles], s, most=most))
+    if title:
+        fig.suptitle(style.wrap(title, s))
     if out is not None:
         style.save(fig, out)
     return fig
