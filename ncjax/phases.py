@@ -80,7 +80,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ncjax import losses, problem, search, theory
+from ncjax import compilation, losses, problem, search, theory
 from ncjax.dtypes import x64
 from ncjax.names import THRESHOLD_AXES, THRESHOLD_HOLDS, THRESHOLD_RTOL, THRESHOLDS
 from ncjax.validate import InputError, as_counts, as_int, as_lam
@@ -193,6 +193,7 @@ def thresholds(counts, lam_b=0.0, *, loss=None, bias: bool = True, rtol: float =
     lb = np.broadcast_to(np.asarray(as_lam("lam_b", lam_b), np.float64), (B,))
     loss = losses.get(loss)
     prob, _, _ = problem.make(n, 1.0, 1.0, lb, loss=loss, bias=bias)
+    compilation.use_cache()
     N = n.sum(1)
     minority = np.zeros(K, bool)
     minority[list(groups[-1])] = True
