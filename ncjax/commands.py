@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ncjax import analysis, claims, diagram, reading, remedies, report, threshold_report
-from ncjax import threshold_study
+from ncjax import (analysis, claims, diagram, reading, remedies, report, sessions,
+                   threshold_report, threshold_study)
 from ncjax.validate import MAX_CLASSES, InputError, as_out_path
 
 __all__ = ["NEEDS", "do_bench", "do_export", "do_plot", "do_report", "do_resume", "do_show", "do_solve",
@@ -240,6 +240,8 @@ def _threshold_grid(path):
 
 def do_show(args) -> int:
     print(_show(reading.summary(args.dir), args.dir))
+    if line := sessions.describe(args.dir):
+        print(line)
     return 0
 
 

@@ -9,13 +9,16 @@ A run directory holds
                      "params": its parameters' values, "axes": the axes that carry the
                      others}, "versions":
                      {"ncjax", "jax", "jaxlib", "optax", "orbax", "numpy"} that started
-                     the run (``versions``)}
+                     the run (``versions``), "commit": the git commit of the ncjax
+                     source when it ran from a checkout, else null (``commit``)}
     spec.toml        the spec as given (resume refuses it if it was changed since)
     chunks/, index/, damaged/
                      the chunks in orbax's layout, their index entries and checksums, and
                      the chunks that failed their checks, set aside (``ncjax.chunks``)
     .lock            the pid of the process writing here (a second writer is refused)
     claims/          independent workers' claims on chunks (``ncjax.claims``; no .lock)
+    sessions/        one record a sweep, resume or worker that worked on the run: when,
+                     where, on which devices, with which versions (``ncjax.sessions``)
 
 Files are written by ``files.write_atomic``: spec.toml first, then manifest.json. A
 directory that holds only spec.toml is a start that stopped before its manifest: ``resume``
@@ -38,6 +41,7 @@ import importlib.metadata
 import json
 import os
 import signal
+import subprocess
 import warnings
 from pathlib import Path
 from typing import NamedTuple
@@ -53,11 +57,12 @@ from ncjax.names import LOSS_PARAMETERS, STATUS_NAMES
 from ncjax.validate import InputError, NCJaxWarning
 
 __all__ = ["DEFAULT_CHUNK", "FORMAT", "Interrupted", "RunError", "Run", "Lock", "Chunks", "check_new",
-           "create_run", "join_run", "write_manifest", "open_run", "check_shape", "versions"]
+           "commit", "create_run", "join_run", "write_manifest", "open_run", "check_shape", "versions"]
 
 FORMAT = 1
 DEFAULT_CHUNK = 1024
 MANIFEST, SPEC, LEGACY = "manifest.json", "spec.toml", "run.json"
+SOURCE = Path(__file__).resolve().parent.parent  # a checkout's root, when there is one
 
 
 class Run(NamedTuple):
@@ -139,6 +144,23 @@ def versions() -> dict:
     return out
 
 
+def commit(root: Path = SOURCE) -> str | None:
+    """The git commit of the ncjax source at ``root`` ("<sha>" or "<sha>+dirty" when files
+    tracked there are modified), or None when ncjax was not imported from a checkout (an
+    installed wheel) or git cannot tell."""
+    if not (root / ".git").exists() or not (root / "ncjax" / "__init__.py").exists():
+        return None
+    try:
+        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"],
+                             capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def write_manifest(out, sp: _spec.Spec, chunk_size: int, source, shape,
                    exclusive: bool = False) -> None:
     """Write ``out``/manifest.json (module docstring) atomically (``exclusive``: unless
@@ -148,7 +170,7 @@ def write_manifest(out, sp: _spec.Spec, chunk_size: int, source, shape,
         "format": FORMAT, "spec_sha256": _sha(sp.text), "grid_shape": shape,
         "cells": int(np.prod(shape)), "chunk_size": int(chunk_size), "source": str(source),
         "loss": _loss_record(sp),
-        "versions": versions()},
+        "versions": versions(), "commit": commit()},
         indent=1), exclusive)
 
 

@@ -37,7 +37,8 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from ncjax import batching, claims, dtypes, solvable, solver, store, threshold_sweep
+from ncjax import (batching, claims, dtypes, sessions, solvable, solver, store,
+                   threshold_sweep)
 from ncjax.progress import Progress
 from ncjax import spec as _spec
 from ncjax.chunks import SAVED
@@ -57,10 +58,10 @@ def deferred_signals(out, release, log, how: str = ""):
     flight is finished and committed, then the run stops: ``stopping()``), a second abandons
     the chunk at once: ``release()`` (the lock, or a worker's claims; None: nothing), one
     line printed, and the process exits with 128 + signum (the chunk's pending index entry
-    is cleaned up by the next resume). Python
-    runs handlers between bytecodes, never inside an XLA call, so no signal lands in the
-    middle of the runtime's own threads. Yields ``stopping``: the recorded signal or None.
-    Outside the main thread (where handlers cannot be set) signals are left as they are."""
+    is cleaned up by the next resume). Python runs handlers between bytecodes, never inside
+    an XLA call, so no signal lands in the middle of the runtime's own threads. Yields
+    ``stopping``: the recorded signal or None. Outside the main thread (where handlers
+    cannot be set) signals are left as they are."""
     got = []
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
@@ -172,8 +173,10 @@ def _execute(out: Path, spec: _spec.Spec, grid: _spec.Grid, chunk_size: int, qui
                     except OSError as e:
                         raise RunError(f"{out}: cannot write manifest.json "
                                        f"({e.strerror})") from None
-                _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say, file,
-                              stopping)
+                with sessions.recorded(out, jax.devices(), stopping, on=primary,
+                                       process=jax.process_index()):
+                    _solve_chunks(chunks, done, next_step, spec, grid, chunk_size, log, say,
+                                  file, stopping)
                 held = chunks.committed
             finally:
                 chunks.close()
@@ -384,7 +387,8 @@ def _work(r: store.Run, grid, worker, timeout: float, quiet: bool,
             if not done.all():
                 blocks = _block_sizes(grid)
                 size = _fitting(r.spec, grid, r.chunk_size, blocks, log)
-                with dtypes.x64(r.spec.solver.get("dtype") == "float64"):
+                with dtypes.x64(r.spec.solver.get("dtype") == "float64"), \
+                        sessions.recorded(r.out, jax.devices(), stopping, worker=name):
                     claims.work(mine, chunks, plan(grid, r.chunk_size), done,
                                 lambda idx: _solve_pieces(r.spec, grid, idx, size, blocks,
                                                           log), log, stopping)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from ncjax import sweep
+from ncjax import sessions, sweep
 from tests.conftest import TWO_CLUSTER
 
 SPEC = TWO_CLUSTER + """
@@ -71,4 +71,9 @@ def test_a_signal_stops_after_the_chunk_in_flight(reference, signum, delay):
     assert last.startswith(f"ncjax: interrupted by {signal.Signals(signum).name}: ")
     assert f"`ncjax resume {out}`" in last
     assert not (out / ".lock").exists()
+    [stopped] = sessions.read(out)
+    assert stopped["outcome"] == "interrupted" and stopped["end"] >= stopped["start"]
+    assert stopped["pid"] == p.pid and stopped["command"][1:3] == ["sweep", str(d / "s.toml")]
     assert _identical(sweep.resume(out, quiet=True), ref)
+    first, resumed = sessions.read(out)
+    assert first == stopped and resumed["outcome"] == "finished" and resumed["end"]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from ncjax import chunks as chunks_mod
-from ncjax import files
+from ncjax import files, sessions
 from ncjax import reading, spec, store
 from ncjax.stopping import STATUS_NAMES
 from tests.conftest import TWO_CLUSTER
@@ -55,7 +55,7 @@ def test_create_and_open_run(run_dir, tmp_path):
     assert (out / "spec.toml").read_text() == SPEC
     meta = json.loads((out / "manifest.json").read_text())
     assert set(meta) == {"format", "spec_sha256", "grid_shape", "cells", "chunk_size",
-                         "source", "loss", "versions"}
+                         "source", "loss", "versions", "commit"}
     assert meta["loss"] == {"name": "ce", "params": {}, "axes": []}
     assert meta["chunk_size"] == 4 and meta["source"] == str(tmp_path / "spec.toml")
     assert meta["grid_shape"] == [2, 3] and meta["cells"] == 6 and meta["format"] == 1
@@ -66,6 +66,7 @@ def test_create_and_open_run(run_dir, tmp_path):
         k: importlib.metadata.version(d) for k, d in (
             ("jax", "jax"), ("jaxlib", "jaxlib"), ("optax", "optax"),
             ("orbax", "orbax-checkpoint"), ("numpy", "numpy"))}}
+    assert meta["commit"] == _head_commit()
     r = store.open_run(out)
     assert r.meta == meta and r.kind == "run" and r.chunk_size == 4
     assert r.spec.text == SPEC and r.spec.path == str(out / "spec.toml")
@@ -77,6 +78,43 @@ def test_create_and_open_run(run_dir, tmp_path):
         store.open_run(out)
     with pytest.raises(store.RunError, match="not a run directory"):
         store.open_run(tmp_path)
+
+
+def _head_commit():
+    """The checkout's HEAD read from .git's files (not by git), "+dirty" left as
+    ``store.commit`` found it; None outside a checkout."""
+    git = store.SOURCE / ".git"
+    if not git.is_dir():
+        return store.commit()  # a worktree's .git file, or no checkout: nothing to compare
+    head = (git / "HEAD").read_text().strip()
+    if head.startswith("ref: "):
+        ref = head[5:]
+        loose = git / ref
+        head = loose.read_text().strip() if loose.exists() else next(
+            line.split()[0] for line in (git / "packed-refs").read_text().splitlines()
+            if line.endswith(" " + ref))
+    found = store.commit()
+    return head + ("+dirty" if found.endswith("+dirty") else "")
+
+
+def test_sessions_are_one_record_each(run_dir):
+    out, _ = run_dir
+    assert sessions.read(out) == [] and sessions.describe(out) is None
+    a = sessions.start(out, ["cpu:cpu", "cpu:cpu"])
+    killed = json.loads(a.read_text())  # a session killed before its end: no end
+    assert killed["end"] is None and killed["outcome"] == "running"
+    assert killed["pid"] == os.getpid() and killed["host"] == socket.gethostname()
+    assert killed["versions"] == store.versions() and killed["commit"] == _head_commit()
+    sessions.end(a, "interrupted")
+    b = sessions.start(out, ["cpu:cpu"], worker="0/2")
+    sessions.end(b, "finished")
+    first, last = sessions.read(out)
+    assert first["outcome"] == "interrupted" and last["worker"] == "0/2"
+    assert first["start"] <= first["end"] <= last["start"] <= last["end"]
+    started = last["start"][:19].replace("T", " ")
+    assert sessions.describe(out).startswith(f"  sessions 2; the last started {started} UTC")
+    assert "finished, on 1 × cpu:cpu" in sessions.describe(out)
+    assert store.open_run(out).kind == "run"  # sessions/ is part of a run
 
 
 def test_lock(tmp_path):
