@@ -54,7 +54,8 @@ def _add_distributed(parser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ncjax", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="ncjax", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     deps = ", ".join(f"{k} {v}" for k, v in versions().items() if k != "ncjax")
     p.add_argument("--version", action="version", version=f"ncjax {__version__} ({deps})")
     sub = p.add_subparsers(dest="command", required=True)

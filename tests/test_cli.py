@@ -1,6 +1,7 @@
 """The command line: --json output checked against the convex optimum; errors exit 2."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -99,10 +100,11 @@ def test_version_names_ncjax_and_its_engine():
 
     import ncjax
     out = subprocess.run([sys.executable, "-m", "ncjax", "--version"], capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=60, env={**os.environ, "COLUMNS": "40"})
     assert out.returncode == 0
     assert out.stdout.startswith(f"ncjax {ncjax.__version__} (jax "
                                  f"{importlib.metadata.version('jax')}, "), out.stdout
+    assert out.stdout.count("\n") == 1, out.stdout  # one line, however narrow the terminal
 
 
 def test_clock_keeps_hours():
