@@ -2,21 +2,21 @@
 
 A call validates its inputs into one batched ``Problem`` (``ncjax.problem.make``) and the
 per-configuration solver settings (``prepare``), lays the batch out on the devices
-(``ncjax.batching``) and runs one compiled program:
+(``ncjax.batching``) and runs one compiled program: each device's shard of the batch by
+the batched form of the functional solve (``ncjax.functional``: ``ufm_batch`` for method
+"ufm", the optimiser's batched loop in groups; ``convex_batch`` for "convex", the convex
+form vmapped or through a pool of slots), so that a configuration's result is that of
+``functional.solve`` alone, with its metrics and theory.
 
-* method "ufm": the factored UFM from each configuration's own random start, by the
-  optimiser's batched loop (``ncjax.loop``, in natural coordinates), then the metrics and
-  the theory of the solution;
-* method "convex": the convex form by ``ncjax.convex`` (certified in the solve's dtype),
-  factorised back to (W, H, b), then the same metrics and theory.
-
-Then every configuration is certified in float64 (``certify``: F of the point minus the
-dual value of ``ncjax.dual.dual_point``; valid for d ≥ K − 1 and a convex loss).
+Every configuration is certified in float64 (``functional.certificate``: F of the point
+minus the dual value of ``ncjax.dual.dual_point``; valid for d ≥ K − 1 and a convex loss):
+in the solve's program for a float64 solve; for a float32 one in a second program
+(``certify``), since a float32 program runs without x64, where no float64 array exists.
 "converged" means certified: a configuration whose optimiser stopped but whose gap
-exceeds gap_tol·F, or whose inputs its dtype cannot represent, is finished by the
-certified convex route in float64 (``finished``), and reported "uncertified" if even that
-fails. For d < K − 1 or a loss not convex in the logits there is no certificate and the
-optimiser's status stands.
+exceeds gap_tol·F (``functional.certified_status``), or whose inputs its dtype cannot
+represent, is finished on the host by the certified convex route in float64 (``finished``),
+and reported "uncertified" if even that fails. For d < K − 1 or a loss not convex in the
+logits there is no certificate and the optimiser's status stands.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ncjax import (batching, convex, dual, loop, metrics, model, natural, optimizers,
-                   stopping, theory)
+from ncjax import (batching, compilation, convex, functional, natural, optimizers,
+                   stopping)
 from ncjax import problem as problem_
 from ncjax.dtypes import DTYPES, precise, x64
 from ncjax.names import METHODS  # noqa: F401 - re-exported
@@ -128,98 +128,81 @@ def prepare(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias=True, d=None, m=
     return prob, per, static, batched
 
 
-def _measure(x, value, gnorm, steps, status, problem: Problem):
-    """The outputs of one configuration: its solve (x, F, ‖∇‖, steps, status), the
-    metrics and the theory of the solution."""
-    W, H, b = natural.to_params(x, problem)
-    return {
-        "objective": value, "grad_norm": gnorm, "steps": steps, "status": status,
-        "W": W, "H": H, "b": b, "class_means": model.class_means(H),
-        "Z": model.mean_logits(W, H), "metrics": metrics.compute(W, H, b, problem),
-        "theory": theory.predict(problem),
-    }
-
-
-def _ufm_local(seeds, key_index, problems, learning_rate, gtol, ftol, max_steps, *, d, m,
-               optimizer, memory_size, dtype, chunk):
+def _ufm_local(seeds, key_index, problems, learning_rate, gtol, ftol, max_steps, gap_tol=None,
+               *, d, m, optimizer, memory_size, dtype, chunk):
     keys = jax.vmap(natural.start_key)(seeds, key_index)
-    s = loop.Settings(d, m, optimizer, max_steps, memory_size, jnp.dtype(dtype))
-    solved = loop.optimise(keys, problems, learning_rate, gtol, ftol, s, chunk)
-    return jax.vmap(_measure)(*solved, problems)
+    return functional.ufm_batch(keys, problems, learning_rate, gtol, ftol, max_steps, gap_tol,
+                                d=d, m=m, optimizer=optimizer, memory_size=memory_size,
+                                dtype=dtype, chunk=chunk)
 
 
 @functools.partial(jax.jit, static_argnames=("d", "m", "optimizer", "memory_size", "dtype",
                                              "chunk", "mesh"))
-def ufm_program(seeds, key_index, problems, learning_rate, gtol, ftol, max_steps, *, d, m,
-                optimizer, memory_size, dtype, chunk, mesh):
+def ufm_program(seeds, key_index, problems, learning_rate, gtol, ftol, max_steps, gap_tol=None,
+                *, d, m, optimizer, memory_size, dtype, chunk, mesh):
     """The compiled factored solve: each device's shard of the configuration axis solved
-    from fold_in(key(seed), key_index) (``ncjax.loop.optimise``, in groups of ``chunk``),
-    then measured. Arrays (B, ...); max_steps a traced scalar (a new value does not
-    recompile)."""
+    from fold_in(key(seed), key_index) and measured by ``functional.ufm_batch`` (in groups
+    of ``chunk``). Arrays (B, ...); max_steps a traced scalar (a new value does not
+    recompile); gap_tol None, or a traced scalar: the certificate computed in the program
+    ("gap" among the outputs, the status certified)."""
     f = functools.partial(_ufm_local, d=d, m=m, optimizer=optimizer,
                           memory_size=memory_size, dtype=dtype, chunk=chunk)
-    return batching.shard_map(f, mesh, 6, 1)(seeds, key_index, problems, learning_rate,
-                                             gtol, ftol, max_steps)
+    args = (seeds, key_index, problems, learning_rate, gtol, ftol, max_steps)
+    if gap_tol is None:
+        return batching.shard_map(f, mesh, 6, 1)(*args)
+    return batching.shard_map(f, mesh, 6, 2)(*args, gap_tol)
 
 
-def _convex_local(problems, gtol, *, d, m, max_steps, pool):
-    r = convex.solve_many(problems, gtol[0], max_steps=max_steps, pool=pool)
-    W, H, b = jax.vmap(functools.partial(convex.factorize, d=d, m=m))(r.Z, r.b, problems)
-    return {
-        "objective": r.P, "grad_norm": jnp.full_like(r.P, jnp.nan), "steps": r.steps,
-        "status": r.status, "W": W, "H": H, "b": b, "class_means": H[:, :, 0, :],
-        "Z": r.Z, "metrics": jax.vmap(metrics.compute)(W, H, b, problems),
-        "theory": jax.vmap(theory.predict)(problems),
-    }
+def _convex_local(problems, gtol, gap_tol=None, *, d, m, max_steps, pool):
+    return functional.convex_batch(problems, gtol[0], gap_tol, d=d, m=m, max_steps=max_steps,
+                                   pool=pool)
 
 
 @functools.partial(jax.jit, static_argnames=("d", "m", "max_steps", "pool", "mesh"))
-def convex_program(problems, gtol, *, d, m, max_steps, pool, mesh):
+def convex_program(problems, gtol, gap_tol=None, *, d, m, max_steps, pool, mesh):
     """The compiled convex route: each device's shard certified-solved by
-    ``convex.solve_many`` (its pool refills from its own configurations), factorised
-    (``convex.factorize``) and measured."""
+    ``convex.solve_many`` (its pool refills from its own configurations), factorised and
+    measured (``functional.convex_batch``); gap_tol as ``ufm_program``'s."""
     f = functools.partial(_convex_local, d=d, m=m, max_steps=max_steps, pool=pool)
-    return batching.shard_map(f, mesh, 2)(problems, gtol)
+    if gap_tol is None:
+        return batching.shard_map(f, mesh, 2)(problems, gtol)
+    return batching.shard_map(f, mesh, 2, 1)(problems, gtol, gap_tol)
 
 
 def program(problem: Problem, per: dict, static: dict, devices):
     """The solve's compiled program and its device inputs, (fn, args, kwargs), so that
     ``fn(*args, **kwargs)`` is the solve (benchmarks lower and compile it apart from
-    running it); the batch padded by ``batching.layout``."""
+    running it); the batch padded by ``batching.layout``. A float64 solve certifies in the
+    program (its last argument is gap_tol; without it the program leaves the certificate
+    to ``certify``, as a float32 one does: a float32 program has no float64 arrays)."""
     dtype, method = static["dtype"], static["method"]
     B = problem.counts.shape[0]
     B_pad, pool = batching.layout(B, devices, method, static["pool"])
     mesh = batching.mesh(devices)
     put = lambda a, t: jax.device_put(np.asarray(batching.pad(a, B_pad), t),
                                       batching.sharded(mesh))
+    whole = lambda a: (jax.device_put(a, batching.replicated(mesh)),)
+    fused = whole(np.float64(static["gap_tol"])) if dtype == "float64" else ()
     probs = jax.tree.map(lambda a: put(a, dtype), problem)
     if method == "convex":
-        return convex_program, (probs, put(per["gtol"], dtype)), dict(
+        return convex_program, (probs, put(per["gtol"], dtype)) + fused, dict(
             d=static["d"], m=static["m"], max_steps=static["max_steps"], pool=pool, mesh=mesh)
     args = (put(per["seed"], np.uint32), put(per["key_index"], np.uint32), probs) + tuple(
-        put(per[k], dtype) for k in ("learning_rate", "gtol", "ftol")) + (
-        jax.device_put(np.int32(static["max_steps"]), batching.replicated(mesh)),)
+        put(per[k], dtype) for k in ("learning_rate", "gtol", "ftol")) + whole(
+        np.int32(static["max_steps"])) + fused
     return ufm_program, args, dict(d=static["d"], m=static["m"],
                                    optimizer=static["optimizer"],
                                    memory_size=static["memory_size"], dtype=dtype,
                                    chunk=pool, mesh=mesh)
 
 
-def _certify_one(W, H, b, problem: Problem):
-    """(F, bound on F(W, H, b) − F*) in float64 whatever the solve's dtype: F of the point
-    (exactly representable in float64) minus the dual value of the feasible V that
-    ``dual.dual_point`` builds from (Z, b) = (W H̄ᵀ, b). Valid for d ≥ K − 1."""
-    W, H, b = (jnp.asarray(a, jnp.float64) for a in (W, H, b))
-    value = model.ufm_objective(model.Params(W, H, b), problem)
-    return value, dual.gap(model.mean_logits(W, H), b, problem, value=value)
-
-
-_certify = jax.jit(jax.vmap(_certify_one))
+_certify = jax.jit(jax.vmap(functional.certificate))
 
 
 def certify(W, H, b, problem: Problem):
     """(F, gap) per configuration in float64 for a batch (B, ...) of solutions: gap ≥
-    F − F* (up to rounding), the certificate of ``ncjax.dual`` at (W H̄ᵀ, b)."""
+    F − F* (up to rounding), the certificate of ``ncjax.dual`` at (W H̄ᵀ, b)
+    (``functional.certificate``)."""
     with x64(True):
         return _certify(W, H, b, problem.astype(jnp.float64))
 
@@ -270,6 +253,19 @@ def _put_rows(a, rows, v):
     return a
 
 
+def _certified(out: dict, problem: Problem, static: dict, devices):
+    """(gap, status) of a program's outputs that it did not certify (a float32 one): the
+    float64 certificate (``certify``) in a second program, the status certified where
+    there is a certificate (``functional.certified_status``)."""
+    with x64(True):
+        placed = jax.tree.map(lambda a: jax.device_put(
+            np.asarray(a, np.float64), batching.sharded(batching.mesh(devices))), problem)
+        F, gap = certify(out["W"], out["H"], out["b"], placed)
+        if not functional.has_certificate(problem, static["d"]):
+            return gap, out["status"]  # no certificate: the optimiser's status stands
+        return gap, functional.certified_status(out["status"], F, gap, static["gap_tol"])
+
+
 def run(problem: Problem, per: dict, static: dict, devices) -> dict:
     """The solve of validated inputs on ``devices``, certified, with failed certificates
     finished (module docstring): a dict of (B_pad, ...) arrays, on the devices unless a
@@ -279,23 +275,15 @@ def run(problem: Problem, per: dict, static: dict, devices) -> dict:
         out = fn(*args, **kwargs)
     B_pad = out["status"].shape[0]
     full = jax.tree.map(lambda a: batching.pad(np.asarray(a), B_pad), problem)
-    with x64(True):
-        placed = jax.tree.map(lambda a: jax.device_put(
-            np.asarray(a, np.float64), batching.sharded(batching.mesh(devices))), full)
-    F, out["gap"] = certify(out["W"], out["H"], out["b"], placed)
+    if "gap" not in out:
+        out["gap"], out["status"] = _certified(out, full, static, devices)
     out["finished"] = jnp.zeros(B_pad, bool)
-    K = problem.counts.shape[-1]
-    if static["d"] < K - 1 or not problem.loss.convex:
-        return out  # no certificate: the optimiser's status stands
-    with x64(True):
-        ok = stopping.certified(out["gap"], F, static["gap_tol"])
-        status = jnp.where((out["status"] == stopping.CONVERGED) & ~ok, stopping.UNCERTIFIED,
-                           out["status"]).astype(out["status"].dtype)
-    out["status"] = status
+    if not functional.has_certificate(problem, static["d"]):
+        return out
     bad = batching.pad(unrepresentable(problem, static["dtype"]), B_pad)
     if jax.process_count() > 1:
         return out
-    rows = np.flatnonzero((np.asarray(status) == stopping.UNCERTIFIED) | bad)
+    rows = np.flatnonzero((np.asarray(out["status"]) == stopping.UNCERTIFIED) | bad)
     if rows.size == 0:
         return out
     out = jax.tree.map(np.asarray, jax.device_get(out))
@@ -312,6 +300,7 @@ def solve_sharded(counts, lam_W, lam_H, lam_b=0.0, *, devices=None, **kwargs):
     steps, status (int: ``stopping.STATUS_NAMES``), finished, W, H, b, class_means, Z,
     metrics (dict), theory (dict). Call it inside ``dtypes.x64`` for float64."""
     prob, per, static, _ = prepare(counts, lam_W, lam_H, lam_b, **kwargs)
+    compilation.use_cache()
     return run(prob, per, static, jax.devices() if devices is None else list(devices))
 
 
@@ -365,6 +354,7 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias: bool = True,
         convention=convention, optimizer=optimizer, learning_rate=learning_rate,
         max_steps=max_steps, gtol=gtol, ftol=ftol, dtype=dtype, memory_size=memory_size,
         key_index=key_index, method=method, gap_tol=gap_tol, pool=pool)
+    compilation.use_cache()
     B = prob.counts.shape[0]
     with x64(static["dtype"] == "float64"):
         out = run(prob, per, static, jax.local_devices() if devices is None else list(devices))
