@@ -14,10 +14,12 @@ Routes, each to the engine's own tolerance and counted by its own "converged":
 * cvxpy + Clarabel (``ncjax.reference``; problem construction included), on a sample,
   when cvxpy is importable.
 
+The peers, on this grid and on a second one at K = 20: ``ncjax.bench_peers``.
+
 Every timing is the median of ``repeats`` calls after one warm call; the warm call's
 excess over that median is reported as the compilation ("compile_s"). Converged
 configurations per second = converged / seconds. Writes ``bench.json`` (every raw number,
-the machine, the command), ``bench.md`` (the table, also printed) and ``bench.png``.
+the machine, the command), ``bench.md`` (the tables, also printed) and ``bench.png``.
 The engine's own throughput harness (step rates, bandwidth, growth) lives in the
 repository's ``benchmarks/``, not in the package.
 """
@@ -30,7 +32,6 @@ import json
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import jax
@@ -40,51 +41,14 @@ import optax
 
 import ncjax
 from ncjax import draw, reference
+from ncjax.bench_peers import peers_section, peers_table
+from ncjax.bench_problem import (FULL, K_A, K_B, LAM, LAM_W, N_A, N_B, SAMPLES, TINY,
+                                 grid, ratio, route, sample, timed)
+
+__all__ = ["FULL", "TINY", "SAMPLES", "grid", "ratio", "route", "sample", "timed", "run",
+           "table", "chart", "main", "arguments", "from_args", "available", "machine",
+           "whole_grid", "one_at_a_time", "cvxpy_route"]
 from ncjax.validate import InputError
-
-K_A, N_A, K_B, LAM_W = 5, 500.0, 5, 0.01
-N_B = (20.0, 400.0)
-LAM = (1e-3, 8e-3)
-FULL, TINY = 128, 6  # grid points per axis
-# configurations of the samples: (one at a time by ncjax.solve, cvxpy), full and tiny
-SAMPLES = {"full": (32, 16), "tiny": (4, 2)}
-
-
-def grid(n: int = FULL):
-    """The benchmark's n × n configurations, n_B outer: (counts (n², K), λ_W, λ_H (n²,))."""
-    n_B, lam = np.meshgrid(np.linspace(*N_B, n), np.geomspace(*LAM, n), indexing="ij")
-    n_B, lam = n_B.ravel(), lam.ravel()
-    counts = np.concatenate([np.full((n_B.size, K_A), N_A),
-                             np.repeat(n_B[:, None], K_B, axis=1)], axis=1)
-    return counts, np.full(n_B.size, LAM_W), lam**2 / LAM_W
-
-
-def sample(B: int, n: int) -> np.ndarray:
-    """n evenly spaced configuration indices of B (fewer if B < n)."""
-    return np.unique(np.linspace(0, B - 1, n).round().astype(int))
-
-
-def timed(fn, repeats: int):
-    """(first call's seconds, median of ``repeats`` further calls, their seconds, last
-    value); ``fn`` returns host values (numpy), so a call ends when its work has."""
-    t0 = time.perf_counter()
-    value = fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        value = fn()
-        times.append(time.perf_counter() - t0)
-    return first, float(np.median(times)), times, value
-
-
-def route(name, configurations, converged, first, seconds, times, **extra) -> dict:
-    """One row of results: the rates follow from the raw numbers."""
-    return {"route": name, "configurations": int(configurations),
-            "converged": int(converged), "seconds": seconds, "times": times,
-            "compile_s": max(first - seconds, 0.0), "converged_per_s": converged / seconds,
-            **extra}
-
 
 def whole_grid(counts, lam_W, lam_H, *, method, device, repeats) -> dict:
     """Every configuration in one ``ncjax.solve`` call (its defaults)."""
@@ -167,7 +131,9 @@ def run(*, tiny=False, repeats=3, out=None, device=None, command="ncjax bench",
         res["routes"].append(r)
         log(f"{r['route']}: {r['converged']}/{r['configurations']} converged in "
             f"{r['seconds']:.3g} s ({r['converged_per_s']:.4g}/s; compile {r['compile_s']:.1f} s)")
-    res["table"] = table(res)
+    res["peers"] = peers_section(tiny=tiny, repeats=repeats, device=device,
+                                 ufm_rate=res["routes"][0]["converged_per_s"], log=log)
+    res["table"] = table(res) + "\n" + peers_table(res)
     log(res["table"])
     if out is not None:
         out = Path(out)
@@ -176,13 +142,6 @@ def run(*, tiny=False, repeats=3, out=None, device=None, command="ncjax bench",
         (out / "bench.md").write_text(res["table"])
         chart(res, out / "bench.png")
     return res
-
-
-def ratio(a: float, b: float) -> str:
-    """a/b as the table writes it (∞ when b is 0)."""
-    if b == 0:
-        return "∞"
-    return f"{a / b:,.0f}×" if a / b >= 10 else f"{a / b:.2f}×"
 
 
 def table(res: dict) -> str:
