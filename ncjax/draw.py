@@ -16,12 +16,11 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 from matplotlib.colors import ListedColormap, TwoSlopeNorm
-from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
 from ncjax import style
-from ncjax.style import FORMATS, ZERO_COLOR, Z0_COLOR, save  # noqa: F401 (draw.save)
+from ncjax.style import Figure, FORMATS, ZERO_COLOR, Z0_COLOR, save  # noqa: F401 (draw.save)
 from ncjax.tolerances import rounding
 
 # Axis labels of the figures (symbols and units).

@@ -12,12 +12,11 @@ from __future__ import annotations
 import matplotlib
 import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm
-from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from ncjax import draw, style
 from ncjax.diagram import DECISION_NAMES
-from ncjax.style import ZERO_COLOR, Z0_COLOR
+from ncjax.style import Figure, ZERO_COLOR, Z0_COLOR
 from ncjax.tolerances import rounding
 
 # Colours of the per-cell decision codes of ``diagram.decision_categories``, in order:

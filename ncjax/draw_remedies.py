@@ -9,11 +9,11 @@ fixed λ below; panels in rows of as many as fit the width. The numbers are
 from __future__ import annotations
 
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ncjax import draw, style
+from ncjax.style import Figure
 
 RATIO_COLORS = ("C0", "C3", "C2", "C1", "C4")
 PANEL_WIDTH = 2.2  # in: the narrowest panel whose ticks and title stay readable

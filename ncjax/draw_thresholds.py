@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from ncjax import draw, style
+from ncjax.style import Figure
 
 __all__ = ["curves", "heatmaps"]
 

@@ -7,7 +7,10 @@ paper's text width (7 in), ``"slide"`` a 16:9 slide (11 in of its 13.3). The dra
 functions build their figure inside ``sized(size)``, a ``matplotlib.rc_context``: the type
 sizes reach every label, tick and legend, and the caller's rcParams are as they were once
 the figure is built. No backend is chosen and no pyplot state is touched (``Figure()``
-needs neither): a notebook shows a returned figure inline, ``save`` writes it.
+needs neither), and ``Figure``, the figure class every drawing function builds, renders
+itself as PNG for IPython (``_repr_png_``): a notebook shows a returned figure inline even
+where nothing imported pyplot (whose inline backend would register that display), and
+``save`` writes it.
 
 The visual grammar: the theory in colour, as a broad translucent line (``theory``), the
 measurement in black, thin, drawn over it with a white edge (``measured``), so that both
@@ -19,10 +22,12 @@ or a solution that counts as Z = 0 are drawn in the flat colours ``ZERO_COLOR`` 
 from __future__ import annotations
 
 import contextlib
+import io
 import re
 from typing import NamedTuple
 
 import matplotlib
+import matplotlib.figure
 from matplotlib import patheffects
 from matplotlib.backend_bases import FigureCanvasBase
 
@@ -30,6 +35,17 @@ from ncjax.validate import InputError, as_out_path, replacing
 
 # The file formats ``save`` writes (matplotlib's, named by the file's extension).
 FORMATS = tuple(sorted(FigureCanvasBase.get_supported_filetypes()))
+
+
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib Figure that IPython shows inline as PNG (``_repr_png_``, as the
+    inline backend draws: tight bounding box) without any pyplot state; a display
+    formatter registered for figures (pyplot's inline backend) still takes precedence."""
+
+    def _repr_png_(self) -> bytes:
+        buf = io.BytesIO()
+        self.savefig(buf, format="png", bbox_inches="tight")
+        return buf.getvalue()
 
 
 class Size(NamedTuple):

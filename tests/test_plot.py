@@ -393,7 +393,11 @@ print(json.dumps({"before": before, "after_import": after_import,
                   "after_calls": matplotlib.get_backend(),
                   "rc_kept": dict(matplotlib.rcParams) == rc,
                   "pyplot": "matplotlib.pyplot" in sys.modules,
-                  "figures": {k: type(f) is Figure for k, f in figs.items()}}))
+                  "figures": {k: isinstance(f, Figure) for k, f in figs.items()},
+                  # what IPython shows inline: a PNG, with nothing that pyplot registered
+                  "png": {k: f._repr_png_().startswith(b"\x89PNG\r\n\x1a\n")
+                          for k, f in figs.items()},
+                  "pyplot_after_png": "matplotlib.pyplot" in sys.modules}))
 """
 
 
@@ -401,8 +405,9 @@ def test_every_plotting_function_returns_a_figure_and_keeps_a_notebooks_backend(
         nb_lam, ratio_nb, tmp_path):
     """In a fresh interpreter whose backend is an inline-style "module://" one (as in a
     notebook): importing ncjax.plot and calling every figure function (ncjax.plot on loaded
-    grids, the drawing modules on arrays) returns Figures, and leaves the backend, every
-    rcParam and pyplot (never imported) as they were."""
+    grids, the drawing modules on arrays) returns Figures that render themselves as PNG
+    for IPython (a notebook that never imported pyplot has no figure formatter), and
+    leaves the backend, every rcParam and pyplot (never imported) as they were."""
     import json
     import os
     import subprocess
@@ -418,6 +423,7 @@ def test_every_plotting_function_returns_a_figure_and_keeps_a_notebooks_backend(
     assert got["before"] == got["after_import"] == got["after_calls"] == "module://nbinline"
     assert got["rc_kept"] and not got["pyplot"]
     assert len(got["figures"]) == 12 and all(got["figures"].values()), got["figures"]
+    assert all(got["png"].values()) and not got["pyplot_after_png"], got["png"]
 
 
 def _drawn(fig):
