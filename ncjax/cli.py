@@ -22,6 +22,12 @@ from ncjax.validate import InputError, NCJaxWarning
 from ncjax.xla import configure_cpu
 
 
+# written as it is shown (the parser keeps its lines, so that --version stays on one)
+DESCRIPTION = ("Where neural collapse happens in the Unconstrained Feature Model: solve one\n"
+               "configuration, run and resume sweeps, show, plot, report and export them.\n"
+               "'ncjax COMMAND --help' gives a command's options.")
+
+
 def _add_quiet(parser) -> None:
     parser.add_argument("--quiet", action="store_true",
                         help="no progress and no notes on stderr (errors, warnings and the "
@@ -54,7 +60,7 @@ def _add_distributed(parser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ncjax", description=__doc__.splitlines()[0],
+    p = argparse.ArgumentParser(prog="ncjax", description=DESCRIPTION,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     deps = ", ".join(f"{k} {v}" for k, v in versions().items() if k != "ncjax")
     p.add_argument("--version", action="version", version=f"ncjax {__version__} ({deps})")

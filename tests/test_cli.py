@@ -107,6 +107,15 @@ def test_version_names_ncjax_and_its_engine():
     assert out.stdout.count("\n") == 1, out.stdout  # one line, however narrow the terminal
 
 
+def test_help_is_plain_words():
+    """``ncjax --help`` and every command's: no reST markup (double backticks) leaks."""
+    from ncjax.cli import build_parser
+    p = build_parser()
+    texts = [p.format_help()] + [sub.format_help() for a in p._subparsers._group_actions
+                                 for sub in a.choices.values()]
+    assert len(texts) == 9 and all("``" not in t for t in texts), texts[0]
+
+
 def test_clock_keeps_hours():
     from ncjax.progress import clock
     assert [clock(s) for s in (0, 59.4, 61, 3960, 90061, float("inf"))] == [
