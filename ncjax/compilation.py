@@ -1,13 +1,18 @@
-"""JAX's persistent compilation cache, on by default for ncjax's entry points.
+"""JAX's persistent compilation cache for ncjax's entry points, where the user asks for it.
 
-Every new process would otherwise compile ncjax's programs again (seconds to tens of
-seconds on a CPU) before its first result. ``use_cache`` points JAX's persistent
-compilation cache at a per-user folder, so that a program compiled once is loaded from disk
-by every later process with the same program, JAX version and XLA flags:
+Every new process compiles ncjax's programs again (seconds to tens of seconds on a CPU)
+before its first result. With the cache, a program compiled once is loaded from disk by a
+later process with the same program, JAX version and XLA flags. ``use_cache`` points
+JAX's persistent compilation cache at a folder when ``NCJAX_CACHE_DIR`` asks for one
+(``cache_dir``):
 
-* the folder is ``$NCJAX_CACHE_DIR``, else ``$XDG_CACHE_HOME/ncjax/jax``, else
-  ``~/.cache/ncjax/jax`` (``cache_dir``);
-* ``NCJAX_CACHE_DIR=off`` (or 0, false, no, none, empty) turns it off;
+* ``NCJAX_CACHE_DIR=on`` (or 1, true, yes, default): ``$XDG_CACHE_HOME/ncjax/jax``, else
+  ``~/.cache/ncjax/jax``;
+* ``NCJAX_CACHE_DIR=/a/folder``: that folder;
+* unset, or off (0, false, no, none, empty): no cache. It is off by default because JAX
+  0.10.2's cache crashed processes that shared one folder (a segmentation fault reading an
+  entry, an abort writing one; docs/known-issues.md), and a crash must not be the price
+  of a faster start;
 * a cache the user configured in JAX (``jax_compilation_cache_dir``, or the environment
   variable JAX_COMPILATION_CACHE_DIR) is left as it is, and so is its minimum compile
   time.
@@ -27,25 +32,29 @@ from jax.experimental.compilation_cache import compilation_cache as _jax_cache
 
 ENV = "NCJAX_CACHE_DIR"
 OFF = frozenset({"off", "0", "false", "no", "none", ""})
+ON = frozenset({"on", "1", "true", "yes", "default"})
 # Programs that compile faster than this are not written (JAX's default is 1 s): ncjax's
 # first solve compiles a dozen small programs of 0.1-1 s besides its large one.
 MIN_COMPILE_SECONDS = 0.1
 
 
 def cache_dir(environ=None) -> str | None:
-    """The folder of ncjax's compilation cache, or None when ``NCJAX_CACHE_DIR`` turns it
-    off (module docstring); ``environ`` defaults to ``os.environ``."""
+    """The folder of ncjax's compilation cache that ``NCJAX_CACHE_DIR`` asks for, or None
+    (unset or off: module docstring); ``environ`` defaults to ``os.environ``."""
     env = os.environ if environ is None else environ
-    if ENV in env:
-        value = env[ENV].strip()
-        return None if value.lower() in OFF else os.path.expanduser(value)
-    base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "ncjax", "jax")
+    value = env.get(ENV, "").strip()
+    if value.lower() in OFF:
+        return None
+    if value.lower() in ON:
+        base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        return os.path.join(base, "ncjax", "jax")
+    return os.path.expanduser(value)
 
 
 def use_cache() -> str | None:
-    """Turn JAX's persistent compilation cache on at ``cache_dir()`` unless it is off or
-    the user configured JAX's own; returns the folder in use (None: no cache). Idempotent."""
+    """Turn JAX's persistent compilation cache on at ``cache_dir()`` when it names one and
+    the user configured no cache of JAX's own; returns the folder in use (None: no cache).
+    Idempotent."""
     current = jax.config.jax_compilation_cache_dir
     if current is not None:
         return current
