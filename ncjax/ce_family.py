@@ -90,11 +90,13 @@ def grad(u, k, th):
     return th["omega"][k] * th["Delta"] * (p - _target(k, K, th, u.dtype))
 
 
-def hess(u, k, th):
-    """ω_k diag(Δ)(diag(p) − p pᵀ) diag(Δ): (K,), k → (K, K)."""
+def hess(U, w, th):
+    """Σ_k w_k ω_k diag(Δ)(diag(p_k) − p_k p_kᵀ) diag(Δ), p_k = softmax(Δ ⊙ u_k + s): U
+    (K, K) column k = u_k (label k), w (K,) → (K, K); one matmul, no (K, K, K) stack."""
     D = th["Delta"]
-    p = jax.nn.softmax(D * u + th["s"])
-    return th["omega"][k] * (jnp.diag(p) - jnp.outer(p, p)) * jnp.outer(D, D)
+    P = jax.nn.softmax(D[:, None] * U + th["s"][:, None], axis=0)
+    c = w * th["omega"]
+    return (jnp.diag(P @ c) - (P * c[None, :]) @ P.T) * jnp.outer(D, D)
 
 
 def dual_value(v, k, th):

@@ -103,9 +103,7 @@ def refine_bias(Z: jax.Array, b: jax.Array, problem: Problem,
     def newton(_, b):
         U = Z + b[:, None]
         grad = _columns(loss.grad, U, K, th) @ pi + problem.lam_b * b
-        H = jnp.einsum("k,kij->ij", pi,
-                       jax.vmap(loss.hess, in_axes=(1, 0, None))(U, jnp.arange(K), th))
-        hess = H + problem.lam_b * eye + fix
+        hess = loss.hess(U, pi, th) + problem.lam_b * eye + fix
         d = jnp.linalg.solve(hess, grad)
         d = jnp.where(jnp.all(jnp.isfinite(d)), d, 0.0)
         b = b - d / (1 + jnp.sqrt(jnp.maximum(jnp.vdot(grad, d), 0.0)))

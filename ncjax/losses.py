@@ -31,7 +31,8 @@ Every function of a ``Loss`` takes ``th``, the configuration's prepared paramete
     value       ℓ(u, k): u (..., K), k (...) integer labels broadcast against u's leading
                 axes, th → (...)
     grad        ∇_u ℓ(u, k): u (K,), k, th → (K,); the dual point v of u
-    hess        ∇²_u ℓ(u, k): (K,), k, th → (K, K)
+    hess        the weighted sum of Hessians Σ_k w_k ∇²_u ℓ(u_k, k) of the columns of U
+                (column k = u_k, label k): U (K, K), w (K,), th → (K, K)
     dual_value  −ℓ*(v, k) for v ∈ dom ℓ*(·, k): (K,), k, th → ()
     balance     the free-bias repair: V (K, K) with column k = v_k ∈ dom ℓ*(·, k), π (K,),
                 th → V' in the domain with r(V') = Σ_k π_k v'_k = 0, V' = V where r(V) = 0
@@ -148,9 +149,11 @@ def _ce_grad(u, k, th=None):
     return jax.nn.softmax(u) - _one_hot(k, u.shape[-1], u.dtype)
 
 
-def _ce_hess(u, k, th=None):
-    p = jax.nn.softmax(u)
-    return jnp.diag(p) - jnp.outer(p, p)
+def _ce_hess(U, w, th=None):
+    """Σ_k w_k (diag(p_k) − p_k p_kᵀ) = diag(P w) − P diag(w) Pᵀ, P = softmax of U's
+    columns."""
+    P = jax.nn.softmax(U, axis=0)
+    return jnp.diag(P @ w) - (P * w[None, :]) @ P.T
 
 
 def _ce_dual_value(v, k, th=None):
@@ -264,8 +267,8 @@ def _mse_grad(u, k, th=None):
     return u - _one_hot(k, u.shape[-1], u.dtype)
 
 
-def _mse_hess(u, k, th=None):
-    return jnp.eye(u.shape[-1], dtype=u.dtype)
+def _mse_hess(U, w, th=None):
+    return jnp.sum(w) * jnp.eye(U.shape[0], dtype=U.dtype)
 
 
 def _mse_dual_value(v, k, th=None):

@@ -215,22 +215,32 @@ def _domain_point(loss, th, k, rng):
 
 @pytest.mark.parametrize("loss", FUNCTION_LOSSES, ids=IDS)
 def test_gradient_and_hessian_against_finite_differences(loss, x64):
+    """grad by central differences of value; ``hess`` (the weighted sum of the columns'
+    Hessians) by central differences of grad, column by column (a one-hot weight) and
+    with random weights; the curvature bound; the Bregman term."""
     th, rng, h = _th(loss), np.random.default_rng(3), 1e-5
     E = np.eye(4)
+    U = jnp.asarray(rng.normal(size=(4, 4)) * 3)
+    fd2s = []
     for k in range(4):
-        u = jnp.asarray(rng.normal(size=4) * 3)
+        u = U[:, k]
         fd = [(loss.value(u + h * E[j], k, th) - loss.value(u - h * E[j], k, th)) / (2 * h)
               for j in range(4)]
         np.testing.assert_allclose(loss.grad(u, k, th), fd, rtol=1e-7, atol=1e-9)
         fd2 = np.stack([(loss.grad(u + h * E[j], k, th) - loss.grad(u - h * E[j], k, th))
                         / (2 * h) for j in range(4)])
-        np.testing.assert_allclose(loss.hess(u, k, th), fd2, rtol=1e-6, atol=1e-9)
+        fd2s.append(fd2)
+        H_k = loss.hess(U, jnp.asarray(E[k]), th)
+        np.testing.assert_allclose(H_k, fd2, rtol=1e-6, atol=1e-9)
         # the curvature bound holds, and the Bregman term is the direct difference
-        assert np.linalg.eigvalsh(np.asarray(loss.hess(u, k, th)))[-1] <= loss.curvature(th)
+        assert np.linalg.eigvalsh(np.asarray(H_k))[-1] <= loss.curvature(th)
         du = jnp.asarray(rng.normal(size=4) * 0.5)
         direct = (loss.value(u + du, k, th) - loss.value(u, k, th)
                   - jnp.vdot(loss.grad(u, k, th), du))
         np.testing.assert_allclose(loss.bregman(u, du, k, th), direct, rtol=1e-9)
+    w = rng.uniform(0.1, 1.0, size=4)
+    np.testing.assert_allclose(loss.hess(U, jnp.asarray(w), th),
+                               np.einsum("k,kij->ij", w, np.stack(fd2s)), rtol=1e-6, atol=1e-9)
 
 
 @pytest.mark.parametrize("loss", FUNCTION_LOSSES, ids=IDS)
