@@ -10,8 +10,8 @@ b, in which P = f(Y', b) + μ ‖Y'‖_* with μ = λ sqrt(N) and
 f = Σ_k π_k ℓ(y'_k/sqrt(π_k) + b, k) + (λ_b/2)‖b‖²: n_k enters only through π and μ, and
 the curvature of f in Y' is at most the loss's bound whatever the imbalance.
 
-Accelerated proximal gradient (``step``) from (Y', b) = 0 with b minimised out (Newton
-steps, ``dual.refine_bias``; b = 0 without a bias); every ``check_every`` steps the
+Accelerated proximal gradient (``step``, its prox ``svt.prox``) from (Y', b) = 0 with b
+minimised out (Newton steps, ``dual.refine_bias``; b = 0 without a bias); every ``check_every`` steps the
 certificate of ``ncjax.dual`` is evaluated (``round_``) and a configuration stops when it
 holds, gap ≤ gtol·|P| (``stopping.certified``). ``solve`` is one configuration, ``solve_many``
 a batch (vmapped, or through a refilled pool of slots, which costs Σ steps instead of
@@ -27,7 +27,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ncjax import dual, model, stopping
+from ncjax import dual, model, stopping, svt
 from ncjax.problem import Problem
 
 # Default relative certificate tolerance per dtype (the certificate is computed in that
@@ -41,12 +41,6 @@ NEWTON_STEPS = 2
 # step that passes tries L·DECREASE next, one that fails L·INCREASE (at most L_MAX).
 DECREASE = 0.95
 INCREASE = 2.0
-
-
-def _svt(A, tau):
-    """prox of τ‖·‖_*: singular-value soft-thresholding U max(S − τ, 0) Vᵀ."""
-    U, S, Vt = jnp.linalg.svd(A, full_matrices=False)
-    return (U * jnp.maximum(S - tau, 0.0)[None, :]) @ Vt
 
 
 class State(NamedTuple):
@@ -95,7 +89,7 @@ def step(s: State, problem: Problem, sqrt_pi, mu) -> State:
     Yy = s.Y + beta * (s.Y - s.Y_prev)
     b = dual.refine_bias(Yy / sqrt_pi[None, :], s.b, problem, NEWTON_STEPS)
     gY, U = _smooth(Yy, b, problem, sqrt_pi)
-    Y = _svt(Yy - gY / L, mu / L)
+    Y = svt.prox(Yy - gY / L, jnp.asarray(mu / L, Yy.dtype))
     dY = Y - Yy
     breg = jax.vmap(problem.loss.bregman, in_axes=(1, 1, 0, None))(
         U, dY / sqrt_pi[None, :], jnp.arange(K), problem.loss_args)
