@@ -35,7 +35,7 @@ from ncjax.problem import Problem
 GTOL = {"float32": 1e-5, "float64": 1e-9}
 
 # Newton steps on the bias per proximal-gradient step, warm-started from the previous one.
-NEWTON_STEPS = 2
+NEWTON_STEPS = 1
 
 # Step-size control of ``step``: the loss's curvature bound L_MAX is never rejected; a
 # step that passes tries L·DECREASE next, one that fails L·INCREASE (at most L_MAX).
