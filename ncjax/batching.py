@@ -18,6 +18,11 @@ import numpy as np
 # Slots of the convex solver's pool per device (benchmarks/RESULTS.md: 512 was the best
 # of 500-2000 and none on the 2-core CPU).
 CONVEX_POOL = 512
+# A smaller batch (L configurations a device) gets about L/CONVEX_WAVES slots, at least
+# CONVEX_MIN: slots as many as the configurations all wait for the slowest one (L × its
+# steps), a quarter of them refill (at K = 20 with 256 configurations 64 slots solved 1.4×
+# as many a second as 256; benchmarks/RESULTS.md).
+CONVEX_WAVES, CONVEX_MIN = 4, 64
 # Configurations the factored solver runs together per device, by platform; absent: all of
 # them in one batched loop (a GPU needs the width). On the 2-core CPU groups of 4 solved
 # the most configurations a second (benchmarks/RESULTS.md).
@@ -36,9 +41,10 @@ def layout(B: int, devices, method: str = "ufm", pool: int | None = None):
     for "convex" min(p, L) slots; None: one group).
     """
     n = len(devices)
-    if pool is None:
-        pool = CONVEX_POOL if method == "convex" else UFM_POOL.get(devices[0].platform)
     L = -(-B // n)
+    if pool is None:
+        pool = (min(CONVEX_POOL, max(CONVEX_MIN, -(-L // CONVEX_WAVES))) if method == "convex"
+                else UFM_POOL.get(devices[0].platform))
     if pool is None:
         return n * L, None
     if method == "ufm" and pool < L:
