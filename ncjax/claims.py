@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ncjax import cores
 from ncjax.chunks import ORBAX_TMP, Damaged, entry_ok
 from ncjax.store import RunError
 from ncjax.validate import InputError
@@ -332,8 +333,10 @@ def launch(argv_of, n: int) -> int:
     so that a terminal's Ctrl-C reaches them once, forwarded from here); returns 0 if all
     succeeded, else the exit status of the first that failed (128 + signum for a signal
     forwarded to them)."""
-    procs = [subprocess.Popen(argv_of(i), stdout=subprocess.DEVNULL, start_new_session=True)
-             for i in range(n)]
+    # the host's cores shared among them (ncjax.cores: each splits its chunks over its share)
+    env = {**os.environ, cores.ENV: str(max(1, cores.available() // n))}
+    procs = [subprocess.Popen(argv_of(i), stdout=subprocess.DEVNULL, start_new_session=True,
+                              env=env) for i in range(n)]
     got = []
 
     def forward(signum, _frame):

@@ -13,6 +13,8 @@ JAX's persistent compilation cache at a folder when ``NCJAX_CACHE_DIR`` asks for
   0.10.2's cache crashed processes that shared one folder (a segmentation fault reading an
   entry, an abort writing one; docs/known-issues.md), and a crash must not be the price
   of a faster start;
+* a helper process of ``ncjax.cores`` (``NCJAX_HELPER=i`` in its environment) uses the
+  subfolder helper-i of that folder: JAX 0.10.2's cache crashed processes sharing one;
 * a cache the user configured in JAX (``jax_compilation_cache_dir``, or the environment
   variable JAX_COMPILATION_CACHE_DIR) is left as it is, and so is its minimum compile
   time.
@@ -29,6 +31,8 @@ import os
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache as _jax_cache
+
+from ncjax import cores
 
 ENV = "NCJAX_CACHE_DIR"
 OFF = frozenset({"off", "0", "false", "no", "none", ""})
@@ -47,8 +51,11 @@ def cache_dir(environ=None) -> str | None:
         return None
     if value.lower() in ON:
         base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        return os.path.join(base, "ncjax", "jax")
-    return os.path.expanduser(value)
+        path = os.path.join(base, "ncjax", "jax")
+    else:
+        path = os.path.expanduser(value)
+    helper = env.get(cores.HELPER_ENV, "").strip()
+    return os.path.join(path, f"helper-{helper}") if helper else path
 
 
 def use_cache() -> str | None:

@@ -6,7 +6,9 @@ per-configuration solver settings (``prepare``), lays the batch out on the devic
 the batched form of the functional solve (``ncjax.functional``: ``ufm_batch`` for method
 "ufm", the optimiser's batched loop in groups; ``convex_batch`` for "convex", the convex
 form vmapped or through a pool of slots), so that a configuration's result is that of
-``functional.solve`` alone, with its metrics and theory.
+``functional.solve`` alone, with its metrics and theory. On a CPU a large batch is split
+over this process and helper processes, one a core (``ncjax.cores``; ``solve_part`` in
+each), since XLA's CPU runtime runs a program on one core.
 
 Every configuration is certified in float64 (``functional.certificate``: F of the point
 minus the dual value of ``ncjax.dual.dual_point``; valid for d ≥ K − 1 and a convex loss):
@@ -28,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ncjax import (batching, compilation, convex, functional, natural, optimizers,
+from ncjax import (batching, compilation, convex, cores, functional, natural, optimizers,
                    stopping)
 from ncjax import problem as problem_
 from ncjax.dtypes import DTYPES, precise, x64
@@ -304,11 +306,48 @@ def solve_sharded(counts, lam_W, lam_H, lam_b=0.0, *, devices=None, **kwargs):
     return run(prob, per, static, jax.devices() if devices is None else list(devices))
 
 
+def _on_host(prob: Problem, per: dict, static: dict, devices, processes) -> dict:
+    """``run`` fetched to numpy and unpadded, (B, ...) arrays: split over ``cores.count``
+    processes (``solve_part`` in each) when ``devices`` is None in a single-process run,
+    else on ``devices`` (default the local ones) here."""
+    B = prob.counts.shape[0]
+    if processes is not None:
+        processes = as_int("processes", processes, minimum=1)
+    n = 1
+    if devices is None and jax.process_count() == 1:
+        n = cores.count(B, jax.local_devices()[0].platform, processes)
+    if n == 1:
+        with x64(static["dtype"] == "float64"):
+            out = run(prob, per, static, jax.local_devices() if devices is None else devices)
+            return jax.tree.map(lambda a: np.asarray(a)[:B], jax.device_get(out))
+    take = lambda tree, a, b: jax.tree.map(lambda x: x[a:b], tree)
+    outs = cores.run(__name__, "solve_part", [(take(prob, a, b), take(per, a, b), static)
+                                              for a, b in cores.parts(B, n)])
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *outs)
+
+
+def solve_host(counts, lam_W, lam_H, lam_b=0.0, *, devices=None, processes=None,
+               **kwargs) -> dict:
+    """``solve``'s raw outputs (the keys of ``solve_sharded``) as numpy (B, ...) arrays,
+    unpadded, the batch split over this host's cores as ``solve`` splits it."""
+    prob, per, static, _ = prepare(counts, lam_W, lam_H, lam_b, **kwargs)
+    compilation.use_cache()
+    return _on_host(prob, per, static, None if devices is None else list(devices), processes)
+
+
+def solve_part(problem: Problem, per: dict, static: dict) -> dict:
+    """``run`` of validated inputs on this process's devices, fetched and unpadded: a dict
+    of (B, ...) numpy arrays. What ``solve`` runs in each process (``ncjax.cores``)."""
+    compilation.use_cache()
+    return _on_host(problem, per, static, jax.local_devices(), None)
+
+
 def solve(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias: bool = True,
           d: int | None = None, m: int = 1, seed=0, convention: str = "half",
           optimizer="lbfgs", learning_rate=None, max_steps: int = stopping.DEFAULT_MAX_STEPS,
           gtol=None, ftol=None, dtype: str = "float32", memory_size: int = 10, key_index=0,
-          devices=None, method: str = "ufm", gap_tol=None, pool=None) -> Result:
+          devices=None, method: str = "ufm", gap_tol=None, pool=None,
+          processes: int | None = None) -> Result:
     """Solve the UFM (DESIGN.md §1) for one configuration or a batch, certified.
 
     Args:
@@ -344,6 +383,11 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias: bool = True,
         by the convex route, else "uncertified".
       pool: configurations in flight per device (``batching.layout``); results do not
         depend on it beyond float rounding and the stopping tolerance.
+      processes: how many processes share the batch (``ncjax.cores``: this one and
+        helpers, each a contiguous part). Default: on a CPU with ``devices`` not given,
+        every core for a batch of at least ``cores.MIN_PER_PROCESS`` configurations a
+        core (``NCJAX_PROCESSES`` overrides the core count); else 1. Results do not
+        depend on it.
     Returns:
       a ``Result`` of numpy arrays.
     Raises:
@@ -355,10 +399,7 @@ def solve(counts, lam_W, lam_H, lam_b=0.0, *, loss=None, bias: bool = True,
         max_steps=max_steps, gtol=gtol, ftol=ftol, dtype=dtype, memory_size=memory_size,
         key_index=key_index, method=method, gap_tol=gap_tol, pool=pool)
     compilation.use_cache()
-    B = prob.counts.shape[0]
-    with x64(static["dtype"] == "float64"):
-        out = run(prob, per, static, jax.local_devices() if devices is None else list(devices))
-        out = jax.tree.map(lambda a: np.asarray(a)[:B], jax.device_get(out))
+    out = _on_host(prob, per, static, None if devices is None else list(devices), processes)
     status = np.asarray(stopping.STATUS_NAMES)[out["status"]]
     res = Result(
         objective=out["objective"], gap=out["gap"], grad_norm=out["grad_norm"],

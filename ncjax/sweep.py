@@ -279,11 +279,14 @@ def _solve(spec, grid, idx: np.ndarray, size: int, blocks: dict):
                             opts.get("method", "ufm"), opts.get("pool"))[0]
     rows = np.concatenate([idx, np.full(width - idx.size, idx[-1])])
     p = grid.params_at(rows)
-    r = solver.solve_sharded(
+    # one process: the chunk split over this host's cores (ncjax.cores); several: each
+    # solves its addressable shards
+    one = jax.process_count() == 1
+    r = (solver.solve_host if one else solver.solve_sharded)(
         grid.counts(rows), p["lam_W"], p["lam_H"], p["lam_b"],
         d=int(p["d"][0]), m=int(spec.problem.get("m", 1)), seed=p["seed"],
         key_index=rows, loss=solvable.loss_at(spec.problem, spec.axes, p),
-        bias=spec.problem.get("bias", True), devices=devices, **opts)
+        bias=spec.problem.get("bias", True), devices=None if one else devices, **opts)
     jax.block_until_ready(r)
     return r, np.concatenate([idx, np.full(width - idx.size, -1)])
 

@@ -27,6 +27,10 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
+# pytest-xdist already runs one worker a core: ncjax.solve's helper processes
+# (ncjax.cores) only where a test asks for them (tests/test_cores.py).
+os.environ.setdefault("NCJAX_PROCESSES", "1")
+
 from ncjax import dtypes  # noqa: E402
 from ncjax.xla import configure_cpu  # noqa: E402
 

@@ -51,6 +51,10 @@ def test_where_the_cache_is():
         os.path.join(home, "c")
     for off in ("off", "OFF", "0", "false", "no", "none", "", " off "):
         assert compilation.cache_dir({"NCJAX_CACHE_DIR": off}) is None, off
+    # a helper process of ncjax.cores: a subfolder of its own, no cache when off
+    assert compilation.cache_dir({"NCJAX_CACHE_DIR": "/c", "NCJAX_HELPER": "1"}) == \
+        "/c/helper-1"
+    assert compilation.cache_dir({"NCJAX_HELPER": "1"}) is None
 
 
 def test_a_second_process_loads_what_the_first_compiled(tmp_path):

@@ -237,8 +237,9 @@ def test_two_process_multi_host_launch(spec_file, reference, tmp_path):
 def test_a_chunk_that_does_not_fit_is_split_and_retried(spec_file, reference, tmp_path,
                                                        monkeypatch, capsys):
     """A device that runs out of memory above 5 configurations: the chunk of 12 is retried
-    as 6 (still too many), then 3; the grid is the uninterrupted one, nothing lost."""
-    real, widths = solver.solve_sharded, []
+    as 6 (still too many), then 3; the grid is the uninterrupted one, nothing lost. (One
+    process: the sweep solves by ``solver.solve_host``.)"""
+    real, widths = solver.solve_host, []
 
     def small_device(counts, *a, **k):
         widths.append(len(counts))
@@ -246,7 +247,7 @@ def test_a_chunk_that_does_not_fit_is_split_and_retried(spec_file, reference, tm
             raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
         return real(counts, *a, **k)
 
-    monkeypatch.setattr(solver, "solve_sharded", small_device)
+    monkeypatch.setattr(solver, "solve_host", small_device)
     g = sweep.run(spec_file, tmp_path / "run", chunk_size=12)
     err = capsys.readouterr().err
     assert "a chunk of 12 configurations did not fit in device memory; retrying in chunks of 6" in err
@@ -254,7 +255,7 @@ def test_a_chunk_that_does_not_fit_is_split_and_retried(spec_file, reference, tm
     assert widths[:3] == [12, 6, 3] and set(widths[2:]) == {3}
     _same(g, reference, exact=False)
     # other errors are not retried
-    monkeypatch.setattr(solver, "solve_sharded",
+    monkeypatch.setattr(solver, "solve_host",
                         lambda *a, **k: (_ for _ in ()).throw(ValueError("a bug")))
     with pytest.raises(ValueError, match="a bug"):
         sweep.run(spec_file, tmp_path / "run2", chunk_size=12, quiet=True)
