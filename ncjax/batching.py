@@ -20,9 +20,9 @@ import numpy as np
 CONVEX_POOL = 512
 # A smaller batch (L configurations a device) gets about L/CONVEX_WAVES slots, at least
 # CONVEX_MIN: slots as many as the configurations all wait for the slowest one (L × its
-# steps), a quarter of them refill (at K = 20 with 256 configurations 64 slots solved 1.4×
-# as many a second as 256; benchmarks/RESULTS.md).
-CONVEX_WAVES, CONVEX_MIN = 4, 64
+# steps), an eighth of them refill (benchmarks/RESULTS.md: K = 20, 128 configurations,
+# 16 slots 1.8× as fast as 128; K = 10, 1,024: 128 slots the best of 64-256).
+CONVEX_WAVES, CONVEX_MIN = 8, 16
 # Configurations the factored solver runs together per device, by platform; absent: all of
 # them in one batched loop (a GPU needs the width). On the 2-core CPU groups of 4 solved
 # the most configurations a second (benchmarks/RESULTS.md).

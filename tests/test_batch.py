@@ -74,10 +74,10 @@ def test_layout_pads_a_batch_to_equal_groups():
                                                                        min(p, -(-B // n)))
     assert batching.layout(11, [cpu], "ufm", None) == (12, 4)  # UFM_POOL["cpu"] = 4
     assert batching.layout(5, [cpu], "ufm", None) == (6, 3)
-    # the convex pool: a quarter of a device's batch, at least 64, at most 512
-    for B, slots in ((40, 40), (256, 64), (1000, 250), (4096, 512), (16384, 512)):
+    # the convex pool: an eighth of a device's batch, at least 16, at most 512
+    for B, slots in ((10, 10), (40, 16), (256, 32), (1000, 125), (4096, 512), (16384, 512)):
         assert batching.layout(B, [cpu], "convex", None) == (B, slots)
-    assert batching.layout(1000, [cpu] * 2, "convex", None) == (1000, 125)
+    assert batching.layout(1000, [cpu] * 2, "convex", None) == (1000, 63)
 
 
 def test_a_batch_that_groups_do_not_divide_compiles_one_loop():
