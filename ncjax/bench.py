@@ -43,7 +43,7 @@ import ncjax
 from ncjax import draw, reference
 from ncjax.bench_peers import peers_section, peers_table
 from ncjax.bench_problem import (FULL, K_A, K_B, LAM, LAM_W, N_A, N_B, SAMPLES, TINY,
-                                 grid, ratio, route, sample, timed)
+                                 devices_of, grid, ratio, route, sample, timed)
 
 __all__ = ["FULL", "TINY", "SAMPLES", "grid", "ratio", "route", "sample", "timed", "run",
            "table", "chart", "main", "arguments", "from_args", "available", "machine",
@@ -54,7 +54,8 @@ def whole_grid(counts, lam_W, lam_H, *, method, device, repeats) -> dict:
     """Every configuration in one ``ncjax.solve`` call (its defaults)."""
     K = counts.shape[1]
     call = lambda: ncjax.solve(counts, lam_W, lam_H, d=K, m=1, method=method,
-                               key_index=np.arange(counts.shape[0]), devices=[device])
+                               key_index=np.arange(counts.shape[0]),
+                               devices=devices_of(device))
     first, t, times, r = timed(call, repeats)
     return route(f"ncjax.solve, method {method}, all at once", counts.shape[0],
                  r.converged.sum(), first, t, times, method=method,
@@ -68,7 +69,7 @@ def one_at_a_time(counts, lam_W, lam_H, idx, *, device, repeats) -> dict:
 
     def call():
         return [bool(ncjax.solve(counts[i], lam_W[i], lam_H[i], d=K, m=1, key_index=int(i),
-                                 devices=[device]).converged) for i in idx]
+                                 devices=devices_of(device)).converged) for i in idx]
     first, t, times, conv = timed(call, repeats)
     return route("ncjax.solve, one configuration a call", len(idx), sum(conv), first, t,
                  times)

@@ -15,7 +15,7 @@ against ``ncjax.solve`` in the same run:
   of F;
 * the bounds of the machine's LAPACK: one batched SVD, one batched eigh of 512 K × K
   matrices (numpy), and configs/s ≤ 1/(steps × time per matrix) at ncjax's median steps,
-  one core;
+  one core, and as many cores as ``ncjax.solve`` ran processes (``ncjax.cores``);
 * the factored F: the grid's ``ncjax.solve`` (method "ufm", L-BFGS, float32) against
   scipy's L-BFGS-B one configuration a call (``peers.ufm_lbfgsb``, float64) on a sample,
   both counted by the same certificate (``solver.certify``: gap ≤ GAP_RTOL["float32"]·F).
@@ -26,9 +26,10 @@ from __future__ import annotations
 import numpy as np
 
 import ncjax
-from ncjax import convex, peers, solver, stopping
+from ncjax import convex, cores, peers, solver, stopping
 from ncjax.bench_problem import (FULL, K20, K_A, K_B, LAPACK_BATCH, PEER_POINTS,
-                                 SCIPY_SAMPLE, TINY, grid, ratio, route, sample, timed)
+                                 SCIPY_SAMPLE, TINY, devices_of, grid, ratio, route, sample,
+                                 timed)
 from ncjax.dtypes import x64
 from ncjax.problem import Problem
 from ncjax.tolerances import GAP_RTOL
@@ -70,11 +71,12 @@ def convex_against_peers(name, counts, lam_W, lam_H, *, device, repeats, log) ->
     B, K = counts.shape
     gtol = convex.GTOL["float64"]
     call = lambda: ncjax.solve(counts, lam_W, lam_H, d=K, m=1, method="convex",
-                               dtype="float64", devices=[device])
+                               dtype="float64", devices=devices_of(device))
     first, t, times, r = timed(call, repeats)
     ok = r.converged & _certified(r.gap, r.objective, gtol)
     ref = route("ncjax.solve, method convex, float64", B, ok.sum(), first, t, times,
                 first_s=first, first_call_per_s=ok.sum() / first,
+                processes=cores.count(B, device.platform),
                 median_steps=float(np.median(r.steps)),
                 max_gap=float(np.max(r.gap / np.abs(r.objective))))
     rows = [ref]
@@ -95,20 +97,22 @@ def convex_against_peers(name, counts, lam_W, lam_H, *, device, repeats, log) ->
     return {"problem": name, "K": K, "configurations": B, "rows": rows}
 
 
-def lapack_bounds(K: int, steps: float, rate: float, *, repeats: int,
+def lapack_bounds(K: int, steps: float, rate: float, *, repeats: int, processes: int = 1,
                   batch: int = LAPACK_BATCH) -> dict:
     """The median seconds of one batched numpy SVD (gesdd) and eigh (of AᵀA) of ``batch``
     K × K matrices, and the configs/s one core could reach if a configuration cost only
-    ``steps`` of them: 1/(steps × seconds per matrix); ``rate``'s fraction of each."""
+    ``steps`` of them: 1/(steps × seconds per matrix); ``rate``'s fraction of each, and of
+    ``processes`` cores' (the processes ``ncjax.solve`` ran the batch in)."""
     A = np.random.default_rng(0).standard_normal((batch, K, K))
     G = A.swapaxes(-1, -2) @ A
-    out = {"K": K, "batch": batch, "steps": steps}
+    out = {"K": K, "batch": batch, "steps": steps, "processes": processes}
     for name, fn in (("svd", lambda: np.linalg.svd(A, full_matrices=False)),
                      ("eigh", lambda: np.linalg.eigh(G))):
         _, t, times, _ = timed(fn, max(repeats, 5))
         per = t / batch
         out[name] = {"seconds": t, "times": times, "per_matrix_s": per,
-                     "bound_per_s": 1 / (steps * per), "ncjax_fraction": rate * steps * per}
+                     "bound_per_s": 1 / (steps * per), "ncjax_fraction": rate * steps * per,
+                     "cores_fraction": rate * steps * per / processes}
     return out
 
 
@@ -144,7 +148,8 @@ def peers_section(*, tiny, repeats, device, ufm_rate, log) -> dict:
         out["convex"].append(c)
         ref = c["rows"][0]
         out["bounds"].append(lapack_bounds(c["K"], ref["median_steps"],
-                                           ref["converged_per_s"], repeats=repeats))
+                                           ref["converged_per_s"], repeats=repeats,
+                                           processes=ref["processes"]))
     counts, lam_W, lam_H = problems[0][1]
     out["factored"] = factored_against_scipy(
         counts, lam_W, lam_H, sample(counts.shape[0], SCIPY_SAMPLE[mode]), ufm_rate=ufm_rate,
@@ -184,16 +189,21 @@ def peers_table(res: dict) -> str:
     lines += ["", "Bounds of this machine's LAPACK (numpy, one core): one batched SVD "
               "(gesdd) and one batched eigh (of AᵀA) of 512 K × K matrices, median of "
               "calls; bound = 1/(ncjax's median steps × seconds per matrix), as if a step "
-              "cost one SVT and nothing else. ncjax runs on every core XLA uses.", "",
+              "cost one SVT and nothing else. ncjax.solve ran the batch in the processes "
+              "shown (`ncjax.cores`, one a core): its fraction of that many cores' bound "
+              "too.", "",
               "| K | median steps | SVD per matrix, µs | eigh per matrix, µs | SVD bound, "
               "configs/s | eigh bound, configs/s | ncjax warm / SVD bound "
-              "| ncjax warm / eigh bound |", "|---|---|---|---|---|---|---|---|"]
+              "| ncjax warm / eigh bound | ncjax processes | ncjax warm / their SVD bound "
+              "| ncjax warm / their eigh bound |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for bd in pe["bounds"]:
         sv, eh = bd["svd"], bd["eigh"]
         lines.append(f"| {bd['K']} | {bd['steps']:g} | {sv['per_matrix_s'] * 1e6:.3g} | "
                      f"{eh['per_matrix_s'] * 1e6:.3g} | {sv['bound_per_s']:.4g} | "
                      f"{eh['bound_per_s']:.4g} | {sv['ncjax_fraction']:.2f} | "
-                     f"{eh['ncjax_fraction']:.2f} |")
+                     f"{eh['ncjax_fraction']:.2f} | {bd['processes']} | "
+                     f"{sv['cores_fraction']:.2f} | {eh['cores_fraction']:.2f} |")
     fa = pe["factored"]
     lines += ["", "The factored F (K = 10 grid): ncjax.solve, method ufm (L-BFGS, float32, "
               "the whole grid in one call, above) against scipy's L-BFGS-B one configuration "

@@ -2,7 +2,8 @@
 
 The grid (the one of ``sweeps/bench_16384.toml``, generated here): two clusters, k_a
 classes of n_A = 500 and k_b of n_B, n_B = linspace(20, 400, n), λ = geomspace(1e-3, 8e-3,
-n) (λ = sqrt(λ_W λ_H), half convention), λ_W = 0.01, λ_H = λ²/λ_W, n_B outer. A timing is
+n) (λ = sqrt(λ_W λ_H), half convention), λ_W = 0.01, λ_H = λ²/λ_W, n_B outer. On a CPU
+ncjax is timed as a user calls it (``devices_of``: every core). A timing is
 the median of ``repeats`` calls after one warm call; the warm call's excess over that
 median is the compilation ("compile_s"); a rate is what converged over the seconds.
 """
@@ -36,6 +37,13 @@ def grid(n: int = FULL, k_a: int = K_A, k_b: int = K_B):
     counts = np.concatenate([np.full((n_B.size, k_a), N_A),
                              np.repeat(n_B[:, None], k_b, axis=1)], axis=1)
     return counts, np.full(n_B.size, LAM_W), lam**2 / LAM_W
+
+
+def devices_of(device):
+    """``ncjax.solve``'s ``devices`` for a bench on ``device``: None (its default: the local
+    devices, a CPU batch split over the cores by ``ncjax.cores``) for a CPU, else
+    [device]."""
+    return None if device.platform == "cpu" else [device]
 
 
 def sample(B: int, n: int) -> np.ndarray:

@@ -186,6 +186,9 @@ def test_ncjax_bench_tiny(tmp_path):
                                    rtol=1e-12)
         np.testing.assert_allclose(b["ncjax_fraction"],
                                    ref["converged_per_s"] / b["bound_per_s"], rtol=1e-12)
+        np.testing.assert_allclose(b["cores_fraction"], ref["converged_per_s"] / (
+            bd["processes"] * b["bound_per_s"]), rtol=1e-12)
+    assert bd["processes"] == ref["processes"] == 1  # the suite's NCJAX_PROCESSES=1
     fa = pe["factored"]
     (r,) = fa["rows"]
     assert r["converged"] == r["configurations"] == bench_problem.SCIPY_SAMPLE["tiny"]
