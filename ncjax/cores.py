@@ -120,29 +120,40 @@ class _Failed(Exception):
 def run(module: str, name: str, arg_parts: list) -> list:
     """[module.name(*args) for args in arg_parts], part 0 here, each other part in a helper
     at the same time (module docstring). The function must be importable by name and its
-    arguments and value picklable."""
-    global _broken
+    arguments and value picklable. Every helper's answer is read before an exception is
+    raised; an interruption here stops the helpers (an unread answer would be the next
+    call's)."""
     fn = getattr(importlib.import_module(module), name)
-    sent, helpers = [], []
+    sent = []
     if len(arg_parts) > 1 and _broken is None:
         try:
-            helpers = _pool(len(arg_parts) - 1)
-            for h, args in zip(helpers, arg_parts[1:]):
+            for h, args in zip(_pool(len(arg_parts) - 1), arg_parts[1:]):
                 h.send(module, name, args)
                 sent.append(h)
         except (OSError, pickle.PicklingError, AttributeError, TypeError) as e:
             _give_up(f"could not hand a part to a helper process ({type(e).__name__}: {e})")
             sent = []  # the helpers are stopped: every part is computed here
-    out = [fn(*arg_parts[0])]
-    for i, args in enumerate(arg_parts[1:]):
-        if i < len(sent):
-            try:
-                out.append(_receive(sent[i]))
-                continue
-            except _Failed as e:
-                _give_up(str(e))
-                sent = []
-        out.append(fn(*args))
+    try:
+        out = [fn(*arg_parts[0])]
+        error = None
+        for i, args in enumerate(arg_parts[1:]):
+            if i < len(sent):
+                try:
+                    out.append(_receive(sent[i]))
+                    continue
+                except _Failed as e:
+                    _give_up(str(e))
+                    sent = []
+                except Exception as e:  # noqa: BLE001 - the function's own, raised below
+                    error = error or e
+                    out.append(None)
+                    continue
+            out.append(fn(*args))
+    except BaseException:
+        shutdown()
+        raise
+    if error is not None:
+        raise error
     return out
 
 

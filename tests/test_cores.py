@@ -75,6 +75,12 @@ def test_a_helpers_exception_is_raised_here(fresh_helpers):
     assert cores._broken is None  # the helper is fine and is used again
     got = cores.run("ncjax.validate", "as_counts", [([5.0, 6.0],), ([7.0, 8.0],)])
     np.testing.assert_array_equal(got[1], [7.0, 8.0])
+    # raised in this process's part while a helper works on its own: the next call reads
+    # its own answers, not that helper's
+    with pytest.raises(InputError):
+        cores.run("ncjax.validate", "as_counts", [([-1.0, 2.0],), ([3.0, 4.0],)])
+    got = cores.run("ncjax.validate", "as_counts", [([5.0, 6.0],), ([9.0, 10.0],)])
+    np.testing.assert_array_equal(got[1], [9.0, 10.0])
 
 
 def test_a_dead_helper_loses_nothing(fresh_helpers):
