@@ -34,6 +34,7 @@ import pickle
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 
 from ncjax import xla
@@ -75,6 +76,10 @@ def parts(B: int, n: int) -> list:
     return list(zip(edges[:-1], edges[1:]))
 
 
+class _Failed(Exception):
+    """A helper died or answered garbage (not an exception of the function)."""
+
+
 class _Helper:
     def __init__(self, index: int):
         env = {**os.environ, HELPER_ENV: str(index), ENV: "1"}  # never splits its part
@@ -83,10 +88,26 @@ class _Helper:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
 
     def send(self, module: str, name: str, args: tuple) -> None:
-        pickle.dump((module, name, args), self.proc.stdin, pickle.HIGHEST_PROTOCOL)
-        self.proc.stdin.flush()
+        """Write the request from a thread: a large one fills the pipe, and a new helper
+        reads it only once it has imported JAX, while the caller starts on its own part."""
+        self.failure = None
+
+        def write():
+            try:
+                pickle.dump((module, name, args), self.proc.stdin, pickle.HIGHEST_PROTOCOL)
+                self.proc.stdin.flush()
+            except Exception as e:  # noqa: BLE001 - reported by ``receive``
+                self.failure = e
+
+        self.writer = threading.Thread(target=write, daemon=True)
+        self.writer.start()
 
     def receive(self):
+        self.writer.join()
+        if self.failure is not None:
+            e = self.failure
+            raise _Failed(f"could not hand a part to a helper process ({type(e).__name__}: "
+                          f"{e})")
         kind, value = pickle.load(self.proc.stdout)
         if kind == "error":
             raise value
@@ -113,10 +134,6 @@ def shutdown() -> None:
         _helpers.pop().stop()
 
 
-class _Failed(Exception):
-    """A helper died or answered garbage (not an exception of the function)."""
-
-
 def run(module: str, name: str, arg_parts: list) -> list:
     """[module.name(*args) for args in arg_parts], part 0 here, each other part in a helper
     at the same time (module docstring). The function must be importable by name and its
@@ -127,12 +144,11 @@ def run(module: str, name: str, arg_parts: list) -> list:
     sent = []
     if len(arg_parts) > 1 and _broken is None:
         try:
-            for h, args in zip(_pool(len(arg_parts) - 1), arg_parts[1:]):
-                h.send(module, name, args)
-                sent.append(h)
-        except (OSError, pickle.PicklingError, AttributeError, TypeError) as e:
-            _give_up(f"could not hand a part to a helper process ({type(e).__name__}: {e})")
-            sent = []  # the helpers are stopped: every part is computed here
+            sent = _pool(len(arg_parts) - 1)
+        except OSError as e:
+            _give_up(f"could not start a helper process ({type(e).__name__}: {e})")
+        for h, args in zip(sent, arg_parts[1:]):
+            h.send(module, name, args)
     try:
         out = [fn(*arg_parts[0])]
         error = None
