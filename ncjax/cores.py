@@ -76,6 +76,24 @@ def parts(B: int, n: int) -> list:
     return list(zip(edges[:-1], edges[1:]))
 
 
+def processes() -> list:
+    """The running helpers' ``subprocess.Popen`` objects, helper 0 first."""
+    return [h.proc for h in _helpers]
+
+
+def broken() -> str | None:
+    """Why helpers are no longer used in this process (None: they are)."""
+    return _broken
+
+
+def reset() -> None:
+    """Stop the helpers and use them again (after a failure): the next ``run`` starts new
+    ones."""
+    global _broken
+    shutdown()
+    _broken = None
+
+
 class _Failed(Exception):
     """A helper died or answered garbage (not an exception of the function)."""
 

@@ -23,7 +23,7 @@ def test_parts_cover_the_batch():
 
 def test_count(monkeypatch):
     monkeypatch.setattr(cores, "available", lambda: 4)
-    monkeypatch.setattr(cores, "_broken", None)
+    cores.reset()
     assert cores.count(10_000, "cpu") == 4
     assert cores.count(300, "cpu") == 2  # one process per MIN_PER_PROCESS configurations
     assert cores.count(100, "cpu") == 1
@@ -43,11 +43,9 @@ def _grid(B):
 
 @pytest.fixture
 def fresh_helpers():
-    cores.shutdown()
-    cores._broken = None
+    cores.reset()
     yield
-    cores.shutdown()
-    cores._broken = None
+    cores.reset()
 
 
 @pytest.mark.parametrize("method, dtype", [("convex", "float64"), ("ufm", "float32")])
@@ -56,7 +54,7 @@ def test_two_processes_give_the_one_process_results(method, dtype, fresh_helpers
     kw = dict(method=method, dtype=dtype, seed=np.arange(7))
     one = ncjax.solve(counts, lam_W, lam_H, processes=1, **kw)
     two = ncjax.solve(counts, lam_W, lam_H, processes=2, **kw)
-    assert len(cores._helpers) == 1 and cores._helpers[0].proc.poll() is None
+    assert len(cores.processes()) == 1 and cores.processes()[0].poll() is None
     assert list(two.status) == list(one.status) and one.converged.all()
     np.testing.assert_array_equal(two.steps, one.steps)
     # float32 L-BFGS in groups of other shapes: the same optimum to its rounding
@@ -72,7 +70,7 @@ def test_a_helpers_exception_is_raised_here(fresh_helpers):
     np.testing.assert_array_equal(np.stack(got), [[1.0, 2.0], [3.0, 4.0]])
     with pytest.raises(InputError, match="every class count n_k must be > 0"):
         cores.run("ncjax.validate", "as_counts", [([1.0, 2.0],), ([3.0, -4.0],)])
-    assert cores._broken is None  # the helper is fine and is used again
+    assert cores.broken() is None  # the helper is fine and is used again
     got = cores.run("ncjax.validate", "as_counts", [([5.0, 6.0],), ([7.0, 8.0],)])
     np.testing.assert_array_equal(got[1], [7.0, 8.0])
     # raised in this process's part while a helper works on its own: the next call reads
@@ -87,12 +85,12 @@ def test_a_dead_helper_loses_nothing(fresh_helpers):
     counts, lam_W, lam_H = _grid(6)
     kw = dict(method="convex", dtype="float64")
     first = ncjax.solve(counts, lam_W, lam_H, processes=2, **kw)
-    cores._helpers[0].proc.kill()
-    cores._helpers[0].proc.wait()
+    cores.processes()[0].kill()
+    cores.processes()[0].wait()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         again = ncjax.solve(counts, lam_W, lam_H, processes=2, **kw)
     assert sum("helper process" in str(w.message) for w in caught) == 1
     np.testing.assert_allclose(again.objective, first.objective, rtol=1e-12)
-    assert again.converged.all() and cores._broken is not None and not cores._helpers
+    assert again.converged.all() and cores.broken() is not None and not cores.processes()
     assert cores.count(10_000, "cpu") == 1  # no helpers for the rest of the process
