@@ -17,14 +17,20 @@ _OPT = "--xla_backend_optimization_level"
 if _OPT not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_OPT}=0".strip()
 
-# Many tests compile the same programs (a K, a dtype, a loss) in both xdist workers and in
+# Many tests compile the same programs (a K, a dtype, a loss) again, in a worker and in
 # the CLI's subprocesses: JAX's persistent compilation cache, one new folder a run of the
-# suite shared by them all (the environment variable reaches the workers and the
-# subprocesses), compiles each once. A folder kept across runs crashed later runs
-# (docs/known-issues.md); the controller makes it and removes it at exit.
+# suite, which the controller makes and removes at exit. Each xdist worker takes a
+# subfolder of its own (its CLI subprocesses, which it waits for, inherit it): a folder
+# shared by the two workers crashed a worker inside JAX 0.10.2's cache in 2 of 2 runs
+# (a segfault compiling, one serialising an entry), as a folder kept across runs had
+# (docs/known-issues.md).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ncjax-tests-jax-cache-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)
+if os.environ.get("PYTEST_XDIST_WORKER") and not os.environ.get("NCJAX_TEST_CACHE_SPLIT"):
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = os.path.join(
+        os.environ["JAX_COMPILATION_CACHE_DIR"], os.environ["PYTEST_XDIST_WORKER"])
+    os.environ["NCJAX_TEST_CACHE_SPLIT"] = "1"  # a subprocess's conftest keeps it
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 # pytest-xdist already runs one worker a core: ncjax.solve's helper processes
