@@ -11,9 +11,9 @@ f = Σ_k π_k ℓ(y'_k/sqrt(π_k) + b, k) + (λ_b/2)‖b‖²: n_k enters only t
 the curvature of f in Y' is at most the loss's bound whatever the imbalance.
 
 Accelerated proximal gradient (``step``, its prox ``svt.prox``) from (Y', b) = 0 with b
-minimised out (Newton steps, ``dual.refine_bias``; b = 0 without a bias); every ``check_every`` steps the
-certificate of ``ncjax.dual`` is evaluated (``round_``) and a configuration stops when it
-holds, gap ≤ gtol·|P| (``stopping.certified``). ``solve`` is one configuration, ``solve_many``
+minimised out (Newton steps, ``dual.refine_bias``; b = 0 without a bias); every
+``check_every`` steps the certificate of ``ncjax.dual`` is evaluated (``round_``) and a
+configuration stops when it holds, gap ≤ gtol·|P| (``stopping.certified``). ``solve`` is one configuration, ``solve_many``
 a batch (vmapped, or through a refilled pool of slots, which costs Σ steps instead of
 B·max steps), ``solve_batch`` the jitted batch. ``factorize`` maps (Z, b) back to a
 balanced (W, H, b) with F(W, H, b) = P(Z, b).
@@ -89,7 +89,7 @@ def step(s: State, problem: Problem, sqrt_pi, mu) -> State:
     Yy = s.Y + beta * (s.Y - s.Y_prev)
     b = dual.refine_bias(Yy / sqrt_pi[None, :], s.b, problem, NEWTON_STEPS)
     gY, U = _smooth(Yy, b, problem, sqrt_pi)
-    Y = svt.prox(Yy - gY / L, jnp.asarray(mu / L, Yy.dtype))
+    Y = svt.prox(Yy - gY / L, mu / L)
     dY = Y - Yy
     breg = jax.vmap(problem.loss.bregman, in_axes=(1, 1, 0, None))(
         U, dY / sqrt_pi[None, :], jnp.arange(K), problem.loss_args)

@@ -104,6 +104,8 @@ class _Helper:
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from ncjax import cores; cores.serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, start_new_session=True)
+        self.writer: threading.Thread | None = None  # the request being written (``send``)
+        self.failure: Exception | None = None  # what writing it raised
 
     def send(self, module: str, name: str, args: tuple) -> None:
         """Write the request from a thread: a large one fills the pipe, and a new helper
