@@ -1,5 +1,6 @@
 import atexit
 import functools
+import gc
 import os
 import shutil
 import tempfile
@@ -37,12 +38,49 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # (ncjax.cores) only where a test asks for them (tests/test_cores.py).
 os.environ.setdefault("NCJAX_PROCESSES", "1")
 
+import jax  # noqa: E402
+
 from ncjax import dtypes  # noqa: E402
 from ncjax.xla import configure_cpu  # noqa: E402
 
 # XLA's CPU flags against the runtime's wedge (ncjax.xla; importing ncjax sets nothing):
 # before the first JAX computation, so that every test and ``forced_devices_env`` has them.
 configure_cpu()
+
+
+# Every program XLA's CPU backend compiles holds a few memory mappings until JAX drops it,
+# and a process may hold only vm.max_map_count of them (65,530 by default): a worker that
+# has run half the suite holds ~60,000, and the next compile aborts or segfaults (the
+# crashes once blamed on the compilation cache, docs/known-issues.md). Dropping JAX's
+# caches returns them; the persistent cache gives the programs back without compiling.
+def _map_count() -> int | None:
+    try:
+        with open("/proc/self/maps", "rb") as maps:
+            return sum(1 for _ in maps)
+    except OSError:  # not Linux
+        return None
+
+
+def _map_limit() -> int:
+    try:
+        with open("/proc/sys/vm/max_map_count") as limit:
+            return int(limit.read())
+    except (OSError, ValueError):
+        return 65530
+
+
+_MAP_BUDGET = _map_limit() // 3
+
+
+@pytest.fixture(autouse=True)
+def _bounded_memory_maps():
+    """After each test, drop JAX's compiled programs once the process holds a third of
+    the kernel's limit on memory mappings."""
+    yield
+    count = _map_count()
+    if count is not None and count > _MAP_BUDGET:
+        jax.clear_caches()
+        gc.collect()
 
 
 # The [problem] table of the small two-cluster specs the sweep, store, integrity, signal and
