@@ -25,10 +25,20 @@ signal.signal(signal.SIGINT, _stop)
 from ncjax.cli import main  # noqa: E402 - after the handlers, which is this module's point
 
 
+def _done(rc: int) -> int:
+    """``rc``, with SIGINT and SIGTERM ignored from here on: the command has finished and
+    written everything, and a signal during the interpreter's exit (JAX's teardown takes a
+    moment) would otherwise kill it, once Python has put the default handlers back, and
+    turn its status into the signal's. SIG_IGN is the one handler Python's exit keeps."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    return rc
+
+
 def run() -> int:
     """The console script ``ncjax``."""
-    return main()
+    return _done(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(_done(main()))

@@ -77,3 +77,27 @@ def test_a_signal_stops_after_the_chunk_in_flight(reference, signum, delay):
     assert _identical(sweep.resume(out, quiet=True), ref)
     first, resumed = sessions.read(out)
     assert first == stopped and resumed["outcome"] == "finished" and resumed["end"]
+
+
+def test_a_signal_while_the_finished_command_exits_leaves_its_status():
+    """A signal after the command has returned, while the interpreter exits, is ignored:
+    the status stays the command's. Here an object's finaliser takes a moment, as JAX's
+    teardown does; Python has put the default handlers back by then, and without
+    ``_done`` the signal kills the process (status -2, nothing printed)."""
+    code = (
+        "import signal, sys, time\n"
+        "from ncjax.__main__ import _done\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)  # as cli.main sets it\n"
+        "class Slow:\n"
+        "    def __del__(self):\n"
+        "        time.sleep(2.0)\n"
+        "slow = Slow()\n"
+        "print('done', flush=True)\n"
+        "sys.exit(_done(3))\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=os.environ)
+    assert p.stdout.readline().strip() == "done"
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert (p.returncode, err) == (3, "")
