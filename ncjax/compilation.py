@@ -1,20 +1,19 @@
-"""JAX's persistent compilation cache for ncjax's entry points, where the user asks for it.
+"""JAX's persistent compilation cache for ncjax's entry points, on by default.
 
 Every new process compiles ncjax's programs again (seconds to tens of seconds on a CPU)
 before its first result. With the cache, a program compiled once is loaded from disk by a
 later process with the same program, JAX version and XLA flags. ``use_cache`` points
-JAX's persistent compilation cache at a folder when ``NCJAX_CACHE_DIR`` asks for one
+JAX's persistent compilation cache at the folder ``NCJAX_CACHE_DIR`` names
 (``cache_dir``):
 
-* ``NCJAX_CACHE_DIR=on`` (or 1, true, yes, default): ``$XDG_CACHE_HOME/ncjax/jax``, else
+* unset, or ``on`` (1, true, yes, default): ``$XDG_CACHE_HOME/ncjax/jax``, else
   ``~/.cache/ncjax/jax``;
 * ``NCJAX_CACHE_DIR=/a/folder``: that folder;
-* unset, or off (0, false, no, none, empty): no cache. It is off by default because JAX
-  0.10.2's cache crashed processes that shared one folder (a segmentation fault reading an
-  entry, an abort writing one; docs/known-issues.md), and a crash must not be the price
-  of a faster start;
+* ``off`` (0, false, no, none, or set empty): no cache;
 * a helper process of ``ncjax.cores`` (``NCJAX_HELPER=i`` in its environment) uses the
-  subfolder helper-i of that folder: JAX 0.10.2's cache crashed processes sharing one;
+  subfolder helper-i of that folder: JAX writes an entry in place and, with no size limit
+  set, without a lock, so a process reading an entry that a sibling compiling the same
+  program is writing finds it cut short (a warning, and a compile);
 * a cache the user configured in JAX (``jax_compilation_cache_dir``, or the environment
   variable JAX_COMPILATION_CACHE_DIR) is left as it is, and so is its minimum compile
   time.
@@ -43,12 +42,13 @@ MIN_COMPILE_SECONDS = 0.1
 
 
 def cache_dir(environ=None) -> str | None:
-    """The folder of ncjax's compilation cache that ``NCJAX_CACHE_DIR`` asks for, or None
-    (unset or off: module docstring); ``environ`` defaults to ``os.environ``."""
+    """The folder of ncjax's compilation cache that ``NCJAX_CACHE_DIR`` names (unset: the
+    per-user folder), or None when it is off (module docstring); ``environ`` defaults to
+    ``os.environ``."""
     env = os.environ if environ is None else environ
-    value = env.get(ENV, "").strip()
-    if value.lower() in OFF:
+    if ENV in env and env[ENV].strip().lower() in OFF:
         return None
+    value = env.get(ENV, "on").strip()
     if value.lower() in ON:
         base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         path = os.path.join(base, "ncjax", "jax")

@@ -16,7 +16,7 @@ pickled ("ok", value) or ("error", exception) written to its stdout; its Python 
 goes to stderr, so nothing else reaches the pipe. A helper ignores SIGINT and runs in its
 own session (a Ctrl-C is the caller's to handle) and ends when its stdin closes. It gets
 the caller's environment with ``NCJAX_HELPER=i`` (its own compilation-cache folder,
-``ncjax.compilation``: JAX 0.10.2's cache crashed processes that shared one) and the CPU
+``ncjax.compilation``: JAX writes cache entries in place, unlocked) and the CPU
 flags of ``ncjax.xla``. This module does not import JAX (the CLI's commands that only read
 a run start without it).
 

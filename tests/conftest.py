@@ -21,10 +21,9 @@ if _OPT not in os.environ.get("XLA_FLAGS", ""):
 # Many tests compile the same programs (a K, a dtype, a loss) again, in a worker and in
 # the CLI's subprocesses: JAX's persistent compilation cache, one new folder a run of the
 # suite, which the controller makes and removes at exit. Each xdist worker takes a
-# subfolder of its own (its CLI subprocesses, which it waits for, inherit it): a folder
-# shared by the two workers crashed a worker inside JAX 0.10.2's cache in 2 of 2 runs
-# (a segfault compiling, one serialising an entry), as a folder kept across runs had
-# (docs/known-issues.md).
+# subfolder of its own (its CLI subprocesses, which it waits for, inherit it): JAX writes
+# an entry in place, so a worker reading an entry the other is writing would find it cut
+# short (docs/known-issues.md).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="ncjax-tests-jax-cache-")
     atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], True)

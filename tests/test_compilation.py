@@ -1,6 +1,6 @@
-"""The compilation cache ncjax turns on when asked (``ncjax.compilation``): where it is,
-that a second process loads what the first compiled, and that it is off by default, can
-be moved, or left to a cache the user configured in JAX. Each case is a fresh process, as
+"""The compilation cache ncjax turns on (``ncjax.compilation``): where it is, that a second
+process loads what the first compiled, and that it is on by default, can be moved, turned
+off, or left to a cache the user configured in JAX. Each case is a fresh process, as
 a user's is."""
 
 import json
@@ -27,7 +27,7 @@ print(json.dumps({"hits": len(hits), "dir": jax.config.jax_compilation_cache_dir
 
 def _run(env_changes: dict) -> dict:
     env = {k: v for k, v in os.environ.items()
-           if k not in ("JAX_COMPILATION_CACHE_DIR", "NCJAX_CACHE_DIR")}
+           if k not in ("JAX_COMPILATION_CACHE_DIR", "NCJAX_CACHE_DIR", "XDG_CACHE_HOME")}
     env.update(env_changes)
     p = subprocess.run([sys.executable, "-c", SOLVE], capture_output=True, text=True,
                        env=env, timeout=300)
@@ -41,10 +41,10 @@ def _entries(folder) -> set:
 
 def test_where_the_cache_is():
     home = os.path.expanduser("~")
-    assert compilation.cache_dir({}) is None  # off unless asked for (docs/known-issues.md)
-    for on in ("on", "1", "true", "yes", "default", "ON"):
-        assert compilation.cache_dir({"NCJAX_CACHE_DIR": on}) == os.path.join(
-            home, ".cache", "ncjax", "jax")
+    for on in ({}, {"XDG_CACHE_HOME": ""}, *({"NCJAX_CACHE_DIR": v} for v in
+                                             ("on", "1", "true", "yes", "default", "ON"))):
+        assert compilation.cache_dir(on) == os.path.join(home, ".cache", "ncjax", "jax"), on
+    assert compilation.cache_dir({"XDG_CACHE_HOME": "/x"}) == "/x/ncjax/jax"
     assert compilation.cache_dir({"NCJAX_CACHE_DIR": "on", "XDG_CACHE_HOME": "/x"}) == \
         "/x/ncjax/jax"
     assert compilation.cache_dir({"NCJAX_CACHE_DIR": "~/c", "XDG_CACHE_HOME": "/x"}) == \
@@ -54,7 +54,9 @@ def test_where_the_cache_is():
     # a helper process of ncjax.cores: a subfolder of its own, no cache when off
     assert compilation.cache_dir({"NCJAX_CACHE_DIR": "/c", "NCJAX_HELPER": "1"}) == \
         "/c/helper-1"
-    assert compilation.cache_dir({"NCJAX_HELPER": "1"}) is None
+    assert compilation.cache_dir({"NCJAX_HELPER": "1"}) == os.path.join(
+        home, ".cache", "ncjax", "jax", "helper-1")
+    assert compilation.cache_dir({"NCJAX_CACHE_DIR": "off", "NCJAX_HELPER": "1"}) is None
 
 
 def test_a_second_process_loads_what_the_first_compiled(tmp_path):
@@ -69,13 +71,17 @@ def test_a_second_process_loads_what_the_first_compiled(tmp_path):
 
 
 @pytest.mark.parametrize("how", ["off", "unset", "jax"])
-def test_off_or_the_users_own_cache(tmp_path, how):
+def test_on_by_default_off_or_the_users_own_cache(tmp_path, how):
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"
     env = {"off": {"NCJAX_CACHE_DIR": "off"}, "unset": {"HOME": str(ours)},
            "jax": {"NCJAX_CACHE_DIR": str(ours), "JAX_COMPILATION_CACHE_DIR": str(theirs)}}
     got = _run(env[how])
-    assert not (ours / ".cache" if how == "unset" else ours).exists()
-    if how in ("off", "unset"):
+    if how == "unset":  # on by default, in the user's own cache folder
+        default = ours / ".cache" / "ncjax" / "jax"
+        assert got["dir"] == str(default) and _entries(default)
+        return
+    assert not ours.exists()
+    if how == "off":
         assert got["dir"] is None and got["hits"] == 0
     else:
         assert got["dir"] == str(theirs)
