@@ -8,13 +8,13 @@ The convex form (DESIGN.md §1, half convention, cross-entropy, a free or penali
     μ = λ sqrt(N),
 
 is solved exactly as ``ncjax.convex.step``/``round_`` do it, with their constants
-(DECREASE, INCREASE, NEWTON_STEPS, GTOL imported, so the rule has one copy) and the
-arithmetic written here in plain array code: accelerated proximal gradient from
+(DECREASE, INCREASE, NEWTON_STEPS, CHECK_NEWTON_STEPS, GTOL imported, so the rule has one
+copy) and the arithmetic written here in plain array code: accelerated proximal gradient from
 (Y', b) = 0, step 1/L with L adapted (a step kept iff the Bregman term of f is at most
 (L/2)‖x₊ − y‖², or L = L_MAX = ½; a kept step tries L·DECREASE next, a failed one
 min(L·INCREASE, L_MAX)), gradient restart, NEWTON_STEPS damped Newton steps on the centred
 bias per step (warm-started), and every ``check_every`` steps the certificate of
-``ncjax.dual``: b refined by ``dual.NEWTON_STEPS`` Newton steps, P(Z, b) minus the dual
+``ncjax.dual``: b refined by CHECK_NEWTON_STEPS Newton steps, P(Z, b) minus the dual
 value of the feasible V that ``dual.from_bias`` builds (softmax(z_k + b) − e_k, balanced to
 r(V) = 0 for a free bias, pulled toward 0 until ‖G(V)‖_op ≤ λ); a configuration stops when
 gap ≤ gtol·|P|.
@@ -55,8 +55,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from ncjax.convex import DECREASE, GTOL, INCREASE, NEWTON_STEPS
-from ncjax.dual import NEWTON_STEPS as CHECK_NEWTON_STEPS
+from ncjax.convex import CHECK_NEWTON_STEPS, DECREASE, GTOL, INCREASE, NEWTON_STEPS
 from ncjax.names import CONVERGED, DIVERGED, MAX_STEPS, RUNNING
 
 L_MAX = 0.5  # cross-entropy's curvature bound (losses.ce: its Hessian is ≼ ½ I)
