@@ -146,9 +146,9 @@ def start(problem: Problem, Z: jax.Array, b: jax.Array) -> State:
 
 def round_(s: State, problem: Problem, gtol, *, max_steps: int, check_every: int) -> State:
     """``check_every`` steps of ``step``, then the check: b refined by CHECK_NEWTON_STEPS
-    Newton steps (``dual.refine_bias``), P and the certificate at (Z, b), status set (converged if
-    gap ≤ gtol·|P|; max_steps; diverged on a non-finite value, in which case the state
-    before the round is kept)."""
+    Newton steps (``dual.refine_bias``), P and the certificate at (Z, b), status set
+    (converged if gap ≤ gtol·|P|; max_steps; diverged on a non-finite value, in which case
+    the state before the round is kept)."""
     n_k = problem.counts
     N = jnp.sum(n_k)
     sqrt_pi = jnp.sqrt(n_k / N)

@@ -9,8 +9,8 @@ The convex form (DESIGN.md §1, half convention, cross-entropy, a free or penali
 
 is solved exactly as ``ncjax.convex.step``/``round_`` do it, with their constants
 (DECREASE, INCREASE, NEWTON_STEPS, CHECK_NEWTON_STEPS, GTOL imported, so the rule has one
-copy) and the arithmetic written here in plain array code: accelerated proximal gradient from
-(Y', b) = 0, step 1/L with L adapted (a step kept iff the Bregman term of f is at most
+copy) and the arithmetic written here in plain array code: accelerated proximal gradient
+from (Y', b) = 0, step 1/L with L adapted (a step kept iff the Bregman term of f is at most
 (L/2)‖x₊ − y‖², or L = L_MAX = ½; a kept step tries L·DECREASE next, a failed one
 min(L·INCREASE, L_MAX)), gradient restart, NEWTON_STEPS damped Newton steps on the centred
 bias per step (warm-started), and every ``check_every`` steps the certificate of

@@ -49,7 +49,7 @@ configure_cpu()
 
 # Every program XLA's CPU backend compiles holds a few memory mappings until JAX drops it,
 # and a process may hold only vm.max_map_count of them (65,530 by default): a worker that
-# has run half the suite holds ~60,000, and the next compile aborts or segfaults (the
+# has run most of the suite holds ~63,000, and the next compile aborts or segfaults (the
 # crashes once blamed on the compilation cache, docs/known-issues.md). Dropping JAX's
 # caches returns them; the persistent cache gives the programs back without compiling.
 def _map_count() -> int | None:
