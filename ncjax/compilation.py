@@ -46,9 +46,9 @@ def cache_dir(environ=None) -> str | None:
     per-user folder), or None when it is off (module docstring); ``environ`` defaults to
     ``os.environ``."""
     env = os.environ if environ is None else environ
-    if ENV in env and env[ENV].strip().lower() in OFF:
-        return None
     value = env.get(ENV, "on").strip()
+    if value.lower() in OFF:
+        return None
     if value.lower() in ON:
         base = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
         path = os.path.join(base, "ncjax", "jax")

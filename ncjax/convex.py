@@ -38,8 +38,7 @@ GTOL = {"float32": 1e-5, "float64": 1e-9}
 NEWTON_STEPS = 1
 # Newton steps on the bias at a check, from the b the steps have tracked: that b is
 # already close to b*(Z), and any b gives a feasible dual point (``dual.from_bias``), so a
-# short refinement costs no rigour, only (where it is not enough) a later stop. One step
-# stopped every configuration of the bench grids at the step that six had, for every loss.
+# short refinement costs no rigour, only (where it is not enough) a later stop.
 CHECK_NEWTON_STEPS = 1
 
 # Step-size control of ``step``: the loss's curvature bound L_MAX is never rejected; a
