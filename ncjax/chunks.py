@@ -262,7 +262,8 @@ class Chunks:
         hold, and the next free step. Every process calls it; the primary sets aside
         damaged chunks (reported through ``log``), indexes a chunk whose commit was not
         yet recorded (and, ``legacy``, every chunk of a run written before checksums),
-        removes an interrupted write, and reports what under chunks/ is not its own.
+        removes an interrupted write (a chunk's or an index entry's), and reports what
+        under chunks/ is not its own.
         ``shared`` (independent workers, ``ncjax.claims``: others write meanwhile): a
         pending entry is a write in flight, or a dead worker's that the next claimant of
         its chunk cleans up (``recover``); it and orbax's temporary folders are left alone.
@@ -310,6 +311,9 @@ class Chunks:
                 log(f"{self.root / n} is not one of this run's chunks; left as it is")
         for n in foreign_idx:
             log(f"{self.index_dir / n} is not an index entry of this run; left as it is")
+        if not shared and self.index_dir.is_dir():  # shared: another worker's write in flight
+            actions += [("rmidx", -1, n) for n in sorted(os.listdir(self.index_dir))
+                        if n.startswith(TMP_PREFIX)]
         _barrier("ncjax: chunks read")
         for kind, step, arg in actions:
             if kind == "aside":
@@ -322,6 +326,8 @@ class Chunks:
                 self.write_entry(step, arg)
             elif kind == "drop":
                 (self.index_dir / f"{step}.json").unlink(missing_ok=True)
+            elif kind == "rmidx":  # an entry's write killed before its rename
+                (self.index_dir / arg).unlink(missing_ok=True)
             else:
                 shutil.rmtree(self.root / arg, ignore_errors=True)
         if legacy and entries:

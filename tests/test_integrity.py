@@ -125,6 +125,19 @@ def test_what_is_not_ours_under_chunks_is_reported_and_left(run, solved, capsys)
     _same(g, reading.load(solved[1]))
 
 
+def test_an_index_write_killed_before_its_rename_is_removed(run, solved, capsys):
+    """A process killed inside ``write_atomic`` leaves its temporary file in index/: not
+    an entry, and removed by the next resume (the kill-then-resume test met one in CI)."""
+    tmp = run / "index" / f"{files.TMP_PREFIX}abc123"
+    tmp.write_text('{"step": 0, "pen')  # cut mid-write
+    g = sweep.resume(run)
+    err = capsys.readouterr().err
+    assert not tmp.exists() and "not an index entry" not in err
+    assert sorted(p.name for p in (run / "index").iterdir()) == ["0.json", "1.json", "2.json"]
+    assert "already done" in err and "solved" not in err
+    _same(g, reading.load(solved[1]))
+
+
 # -- integrity ------------------------------------------------------------------------
 
 @pytest.fixture
