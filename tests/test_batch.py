@@ -211,3 +211,28 @@ print(os.environ["XLA_FLAGS"])
     assert p.returncode == 0, p.stderr
     assert p.stdout.split() == ["--xla_cpu_multi_thread_eigen=false",
                                 "--xla_cpu_enable_concurrency_optimized_scheduler=false"]
+
+
+def test_the_convex_mse_solve_that_wedged_finishes():
+    """jax 0.10.2's LAPACK kernels split a batch over XLA's intra-op pool and block a pool
+    thread meanwhile; with both threads of a 2-core machine in such kernels (an SVD and an
+    LU under gdb) the second call of this solve never returned, flags set or not
+    (docs/known-issues.md). ``configure_cpu`` gives the pool one thread: three calls in a
+    fresh process must finish, and the pool must have one thread."""
+    code = """
+import os, numpy as np, ncjax
+from ncjax.bench_problem import grid
+ncjax.configure_cpu()
+counts, lam_W, lam_H = grid(24)
+for _ in range(3):
+    r = ncjax.solve(counts, lam_W, lam_H, 0.0, loss="mse", method="convex", dtype="float64",
+                    processes=1)
+    assert r.converged.all()
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print(names.count("tf_XLAEigen"))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "NPROC")}
+    p = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                       text=True, timeout=180)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["1"]
