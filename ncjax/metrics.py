@@ -66,6 +66,8 @@ def nc1(H, n_k, rtol=None):
     H: (K, m, d) -> scalar. NC1 = 0 iff every class's features are equal.
     """
     K, m, _ = H.shape
+    if m == 1:  # Σ_W = 0 exactly: no pseudo-inverse (an SVD a configuration) to multiply
+        return 0.0 * jnp.sum(H)  # NaN where H is not finite, as the product would be
     Hbar = model.class_means(H)
     dev = H - Hbar[:, None, :]
     w = n_k / (m * jnp.sum(n_k))
