@@ -10,9 +10,8 @@ left to run the pieces. Later jaxlib builds no longer split LAPACK batches.
 ``configure_cpu`` sizes that pool to one thread (``CPU_ENV``: XLA's CPU client reads the
 ``NPROC`` variable for it), so a LAPACK kernel runs its batch itself, and adds two flags
 to XLA_FLAGS (``CPU_FLAGS``: single-threaded Eigen, and the scheduler that does not
-reorder a program for concurrency), each unless the user set it. The pool's other threads
-bought nothing measurable (ncjax reaches a CPU's other cores through processes,
-``ncjax.cores``). The CLI calls it first thing, and a Python program calls it before its
+reorder a program for concurrency), each unless the user set it. ncjax reaches a CPU's
+other cores through processes (``ncjax.cores``), not through this pool. The CLI calls it first thing, and a Python program calls it before its
 first JAX computation (XLA reads both once, when the backend starts). It changes the
 process's environment, so it is never done on import.
 """
